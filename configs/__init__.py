@@ -1,0 +1,1 @@
+"""Hydra configs of fishtune (shipped as package data: `pkg://fishtune.configs`)."""

@@ -1,0 +1,62 @@
+"""Checkpoints for resuming: trainable parameters, optimizer, scheduler, RNG, progress.
+
+One file, `checkpoint.pt`, rewritten atomically at every epoch end (and every
+`train.checkpoint_every` steps). The batch order of an epoch is a pure function of
+(seed, epoch), so the saved step count is the sampler position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import atomic_write
+from .errors import FishtuneError
+
+if TYPE_CHECKING:
+    from .train import Progress
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                    progress: "Progress") -> None:
+    state = {
+        "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "progress": dataclasses.asdict(progress),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        },
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> "Progress":
+    from .train import Progress
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a foreign or damaged file: say which, don't guess
+        raise FishtuneError(f"cannot read checkpoint {path}: {err}; delete it or run with train.resume=false") from err
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    return Progress(**state["progress"])

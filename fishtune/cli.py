@@ -1,0 +1,117 @@
+"""`fishtune run|report|bench`: a thin dispatcher in front of the Hydra app and the tools.
+
+Hydra owns `fishtune run ...` (overrides, `-m` multirun, `--help`, `--cfg job`); the other
+commands use argparse. Each run is isolated: a failing cell is recorded and the sweep goes on;
+the exit status says whether every cell completed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections import Counter
+
+USAGE = """usage: fishtune <command> [args]
+
+commands:
+  run [overrides]     train one configuration (Hydra overrides, e.g. task=rte mask=fish method.r=16);
+                      `fishtune run -m task=cola,mrpc seed=1,2,3` sweeps a grid; `fishtune run --help`
+                      lists the config groups and keys
+  report [options]    aggregate run records into CSV/LaTeX tables and figures (`fishtune report --help`)
+  bench [options]     speed benchmark: masked vs vanilla step, Fisher estimators, epoch throughput
+
+examples:
+  fishtune run                                    # MiniLM-L6 + LoRA r=8 on MRPC (shipped model and data)
+  fishtune run method=lora mask=fish method.r=16 task=rte
+  fishtune run -m task=cola,mrpc,rte seed=1,2,3
+  fishtune report
+"""
+
+# Outcomes of the runs of this process, in order (complete, skipped, failed, diverged).
+OUTCOMES: list[str] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        return _run(rest)
+    if command == "report":
+        from .report.cli import main as report_main
+
+        return report_main(rest)
+    if command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(rest)
+    print(f"fishtune: error: unknown command {command!r}; choose run, report or bench\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _run(args: list[str]) -> int:
+    import hydra
+
+    _quiet_libraries()
+    OUTCOMES.clear()
+    sys.argv = ["fishtune run", *args]
+    app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
+    try:
+        app()
+    except SystemExit as exit_:  # Hydra exits 1 on a composition error after printing it
+        if exit_.code not in (0, None):
+            return int(exit_.code) if isinstance(exit_.code, int) else 1
+    return _summarise(OUTCOMES, multirun="-m" in args or "--multirun" in args)
+
+
+def _run_job(cfg) -> str:
+    """One Hydra job: run it, turn user errors into one line, never let one cell stop a sweep."""
+    from .errors import DivergedError, FishtuneError
+    from .runner import run_experiment
+
+    try:
+        status = run_experiment(cfg)["status"]
+    except DivergedError as err:
+        print(f"fishtune: diverged: {err}", file=sys.stderr)
+        status = "diverged"
+    except FishtuneError as err:
+        print(f"fishtune: error: {err}", file=sys.stderr)
+        status = "failed"
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # a bug or an environment problem: the traceback is in the run folder
+        print(f"fishtune: error: {type(err).__name__}: {err} (traceback.txt in the run folder)", file=sys.stderr)
+        status = "failed"
+    OUTCOMES.append(status)
+    return status
+
+
+def _summarise(outcomes: list[str], *, multirun: bool) -> int:
+    counts = Counter(outcomes)
+    bad = counts["failed"] + counts["diverged"]
+    if multirun:
+        print(f"fishtune: {len(outcomes)} cells: {counts['complete']} completed, {counts['skipped']} skipped "
+              f"(already complete), {counts['failed']} failed, {counts['diverged']} diverged", file=sys.stderr)
+    return 1 if bad or not outcomes else 0
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="[fishtune] %(message)s", stream=sys.stderr, force=True)
+    for noisy in ("transformers", "peft", "datasets", "httpx", "huggingface_hub", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*newly initialized.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

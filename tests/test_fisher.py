@@ -1,0 +1,257 @@
+"""The empirical Fisher estimators agree with each other and with autograd done by hand.
+
+Tiny fixed-seed models only (built from configs, nothing from the Hub): a 2-layer BERT with
+32 hidden units, and a hand-made Linear classifier whose per-example gradients are checked here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import peft
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import Tensor, nn
+
+from fishtune.errors import ConfigError
+from fishtune.fisher import empirical_fisher
+from fishtune.masking import select_mask
+
+SEQ_LEN = 12
+BATCH = 4
+
+
+def tiny_bert(num_labels: int = 2, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+    return transformers.BertForSequenceClassification(config)
+
+
+def tiny_lora(randomise_b: bool = True, seed: int = 0) -> nn.Module:
+    """PEFT LoRA on query/value; B drawn at random so that A gets a nonzero Fisher."""
+    config = peft.LoraConfig(
+        task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.1
+    )
+    model = peft.get_peft_model(tiny_bert(seed=seed), config)
+    if randomise_b:
+        torch.manual_seed(seed + 1)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                nn.init.normal_(p, std=0.5)
+    return model
+
+
+def padded_batches(n_batches: int = 3, regression: bool = False, seed: int = 0) -> list[dict[str, Tensor]]:
+    """Batches of varying true lengths, right-padded with zeros (attention_mask 0 at the end)."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        lengths = torch.randint(3, SEQ_LEN + 1, (BATCH,), generator=gen)
+        lengths[0] = 3  # at least one heavily padded example in every batch
+        mask = (torch.arange(SEQ_LEN)[None, :] < lengths[:, None]).long()
+        ids = torch.randint(1, 100, (BATCH, SEQ_LEN), generator=gen) * mask
+        labels = torch.randn(BATCH, generator=gen) if regression else torch.randint(0, 2, (BATCH,), generator=gen)
+        batches.append(
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": labels}
+        )
+    return batches
+
+
+def rel_err(a: Tensor, ref: Tensor) -> float:
+    """max |a - ref| / max |ref| (exact equality required where ref is all zeros)."""
+    scale = ref.abs().max().item()
+    diff = (a - ref).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def assert_close(a: dict[str, Tensor], ref: dict[str, Tensor], tol: float = 1e-5) -> None:
+    assert list(a) == list(ref)
+    for name in ref:
+        assert a[name].dtype == torch.float32 and a[name].shape == ref[name].shape
+        assert rel_err(a[name], ref[name]) < tol, name
+    flat_a = torch.cat([t.reshape(-1) for t in a.values()])
+    flat_ref = torch.cat([t.reshape(-1) for t in ref.values()])
+    assert rel_err(flat_a, flat_ref) < tol
+
+
+def same_masks(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
+    return list(a) == list(b) and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def fisher(model: nn.Module, batches, estimator: str, **kw) -> dict[str, Tensor]:
+    kw.setdefault("num_samples", 10_000)
+    return empirical_fisher(model, batches, estimator=estimator, **kw)
+
+
+@pytest.fixture(scope="module")
+def lora() -> nn.Module:
+    return tiny_lora()
+
+
+@pytest.fixture(scope="module")
+def lora_loop(lora) -> dict[str, Tensor]:
+    return fisher(lora, padded_batches(), "loop")
+
+
+def test_hooks_match_loop_on_lora_with_padding(lora, lora_loop) -> None:
+    hooks = fisher(lora, padded_batches(), "hooks")
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert list(hooks) == trainable
+    assert any("modules_to_save" in n for n in hooks)  # the PEFT SEQ_CLS head is scored too
+    assert all(t.abs().max() > 0 for t in lora_loop.values())
+    assert_close(hooks, lora_loop)
+    keep = sum(t.numel() for t in hooks.values()) // 2
+    assert same_masks(select_mask(hooks, keep=keep, strategy="fish"), select_mask(lora_loop, keep=keep, strategy="fish"))
+
+
+def test_auto_matches_loop_on_lora(lora, lora_loop) -> None:
+    assert_close(fisher(lora, padded_batches(), "auto"), lora_loop)
+
+
+def test_full_model_auto_matches_loop_and_hooks_refuses_non_linear() -> None:
+    model = tiny_bert()
+    names = [n for n, _ in model.named_parameters()]
+    assert any("embeddings" in n for n in names) and any("LayerNorm" in n for n in names)
+    batches = padded_batches(n_batches=2)
+    loop = fisher(model, batches, "loop")
+    assert list(loop) == names
+    assert_close(fisher(model, batches, "auto"), loop)
+    with pytest.raises(ConfigError, match="word_embeddings"):
+        fisher(model, batches, "hooks")
+
+
+def test_lora_at_peft_init_gives_zero_fisher_to_every_a() -> None:
+    """The trap of NOTES §3: with B = 0 no gradient reaches A, so a mask at init ranks only B."""
+    result = fisher(tiny_lora(randomise_b=False), padded_batches(n_batches=1), "auto")
+    a = [t for n, t in result.items() if "lora_A" in n]
+    b = [t for n, t in result.items() if "lora_B" in n]
+    assert a and b
+    assert all(torch.count_nonzero(t) == 0 for t in a)
+    assert all(t.abs().max() > 0 for t in b)
+
+
+def test_expected_labels_hooks_match_loop(lora, lora_loop) -> None:
+    loop = fisher(lora, padded_batches(), "loop", labels="expected")
+    assert_close(fisher(lora, padded_batches(), "hooks", labels="expected"), loop)
+    assert rel_err(torch.cat([t.reshape(-1) for t in loop.values()]),
+                   torch.cat([t.reshape(-1) for t in lora_loop.values()])) > 1e-3  # a different quantity
+
+
+def test_regression_hooks_match_loop_and_use_squared_error() -> None:
+    model = tiny_bert(num_labels=1)
+    batches = padded_batches(n_batches=2, regression=True)
+    loop = fisher(model, batches, "loop", param_names=["classifier.weight", "classifier.bias"])
+    head = fisher(model, batches, "hooks", param_names=["classifier.weight", "classifier.bias"])
+    assert_close(head, loop)
+    # The bias gradient of (f(x) - y)^2 is 2 (f(x) - y): checkable from the predictions.
+    model.eval()
+    with torch.no_grad():
+        residual = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits[:, 0] - b["labels"]
+                              for b in batches])
+    assert torch.allclose(head["classifier.bias"], (4 * residual**2).sum().reshape(1), rtol=1e-5)
+    # expected labels fall back to empirical for regression
+    assert_close(fisher(model, batches, "hooks", labels="expected", param_names=["classifier.bias"]),
+                 {"classifier.bias": loop["classifier.bias"]})
+
+
+def test_model_mode_grads_and_values_are_restored() -> None:
+    model = tiny_lora()
+    model.train()
+    model.base_model.model.bert.encoder.layer[0].eval()  # a mixed state must survive too
+    modes = {n: m.training for n, m in model.named_modules()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    params[0].grad = torch.full_like(params[0], 7.0)
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    values = [p.detach().clone() for p in model.parameters()]
+    flags = [p.requires_grad for p in model.parameters()]
+    with torch.no_grad():  # estimation turns gradients on by itself
+        fisher(model, padded_batches(n_batches=1), "auto")
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    for p, g, v, f in zip(model.parameters(), grads, values, flags):
+        assert (p.grad is None) if g is None else torch.equal(p.grad, g)
+        assert torch.equal(p.detach(), v) and p.requires_grad == f
+
+
+def test_num_samples_truncates_the_last_batch_and_stops_iterating(lora) -> None:
+    batches = padded_batches(n_batches=3)
+    pulled = []
+
+    def stream():
+        for b in batches:
+            pulled.append(b)
+            yield b
+
+    five = fisher(lora, stream(), "hooks", num_samples=5)
+    assert len(pulled) == 2
+    first_five = [{k: v[i % BATCH : i % BATCH + 1] for k, v in batches[i // BATCH].items()} for i in range(5)]
+    assert_close(five, fisher(lora, first_five, "loop"))
+
+
+def test_running_out_of_batches_warns(lora, lora_loop, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="fishtune.fisher"):
+        result = fisher(lora, padded_batches(), "loop", num_samples=1000)
+    assert "ran out after 12 of 1000" in caplog.text
+    assert all(torch.equal(result[n], lora_loop[n]) for n in result)
+
+
+def test_invalid_arguments_raise_config_error(lora) -> None:
+    with pytest.raises(ConfigError):
+        fisher(lora, padded_batches(), "vmap")
+    with pytest.raises(ConfigError):
+        fisher(lora, padded_batches(), "loop", labels="true")
+    with pytest.raises(ConfigError):
+        fisher(lora, padded_batches(), "loop", num_samples=0)
+    with pytest.raises(ConfigError, match="not trainable"):
+        fisher(lora, padded_batches(), "loop", param_names=["base_model.model.bert.embeddings.word_embeddings.weight"])
+
+
+class HandClassifier(nn.Module):
+    """features (batch, tokens, 5) -> 3 logits; `mix` is called twice, `temperature` is no Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(5, 4)
+        self.mix = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 3)
+        self.temperature = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, features: Tensor) -> Tensor:
+        h = torch.tanh(self.inp(features))
+        h = torch.tanh(self.mix(h))
+        h = torch.tanh(self.mix(h)).mean(dim=1)
+        return self.out(h) * self.temperature
+
+
+def explicit_fisher(model: nn.Module, features: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """sum_n (d/dtheta CE(f(x_n), y_n))^2 with one torch.autograd.grad call per example."""
+    names, params = zip(*model.named_parameters())
+    total = [torch.zeros_like(p) for p in params]
+    for n in range(features.shape[0]):
+        loss = F.cross_entropy(model(features[n : n + 1]), labels[n : n + 1])
+        for acc, g in zip(total, torch.autograd.grad(loss, params)):
+            acc += g**2
+    return dict(zip(names, total))
+
+
+def test_estimators_match_explicit_per_example_autograd() -> None:
+    torch.manual_seed(0)
+    model = HandClassifier()
+    features, labels = torch.randn(6, 7, 5), torch.randint(0, 3, (6,))
+    batches = [{"features": features[:4], "labels": labels[:4]}, {"features": features[4:], "labels": labels[4:]}]
+    reference = explicit_fisher(model, features, labels)
+    assert_close(fisher(model, batches, "loop"), reference, tol=1e-6)
+    assert_close(fisher(model, batches, "auto"), reference, tol=1e-6)
+    linear = [n for n in reference if n != "temperature"]
+    assert_close(fisher(model, batches, "hooks", param_names=linear), {n: reference[n] for n in linear}, tol=1e-6)
+    with pytest.raises(ConfigError, match="temperature"):
+        fisher(model, batches, "hooks")
