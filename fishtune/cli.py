@@ -58,14 +58,15 @@ def _run(args: list[str]) -> int:
 
     _quiet_libraries()
     OUTCOMES.clear()
-    sys.argv = ["fishtune run", *args]
+    multirun = [a for a in args if a in ("-m", "--multirun")]
+    sys.argv = ["fishtune run", *multirun, *(a for a in args if a not in multirun)]
     app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
     try:
         app()
     except SystemExit as exit_:  # Hydra exits 1 on a composition error after printing it
         if exit_.code not in (0, None):
             return int(exit_.code) if isinstance(exit_.code, int) else 1
-    return _summarise(OUTCOMES, multirun="-m" in args or "--multirun" in args)
+    return _summarise(OUTCOMES, multirun=bool(multirun))
 
 
 def _run_job(cfg) -> str:
@@ -96,7 +97,7 @@ def _summarise(outcomes: list[str], *, multirun: bool) -> int:
     if multirun:
         print(f"fishtune: {len(outcomes)} cells: {counts['complete']} completed, {counts['skipped']} skipped "
               f"(already complete), {counts['failed']} failed, {counts['diverged']} diverged", file=sys.stderr)
-    return 1 if bad or not outcomes else 0
+    return 1 if bad else 0
 
 
 def _quiet_libraries() -> None:
@@ -105,10 +106,12 @@ def _quiet_libraries() -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*newly initialized.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     except ImportError:
         pass
 

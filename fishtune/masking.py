@@ -12,8 +12,10 @@ share k * n_t / N of the budget (largest-remainder rounding, so the shares add u
 Exactly k entries are kept whatever the ties: thresholding with `s >= kth_value` would keep every
 entry tied with the k-th (e.g. all the zero scores of LoRA's A at initialisation) and silently
 train far more than k. Entries are ordered by the concatenation of the flattened tensors, keys
-sorted by name, and a stable sort breaks ties by that flat index (lower first), so the mask does
-not depend on the dict's insertion order.
+sorted by name, and ties are broken by that flat index, so the mask does not depend on the dict's insertion order. All entries are ranked once, by score descending and
+then by flat index ascending (a stable sort); "fish" keeps the first k of that ranking and
+"reverse" the last k. So among tied scores fish prefers lower indices and reverse higher ones,
+which makes the two masks disjoint whenever 2k <= N, ties or not.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def select_mask(
 
     strategy: "fish" (largest scores), "reverse" (smallest) or "random" (seeded; values ignored).
     scope: "global" (one top-k over everything, as FISH) or "per_tensor" (proportional quotas).
-    Ties at the boundary are broken by flat index, with a logged warning.
+    Ties at the boundary are broken by flat index (see the module docstring), with a logged warning.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"mask strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -67,12 +69,13 @@ def select_mask(
 
 
 def _choose(flat: Tensor, k: int, strategy: str, generator: torch.Generator) -> Tensor:
-    """Flat indices of the k entries that ``strategy`` keeps (stable: ties go to the lower index)."""
+    """Flat indices of the k entries that ``strategy`` keeps (ranking in the module docstring)."""
     if k == 0:
         return torch.empty(0, dtype=torch.long)
     if strategy == "random":
         return torch.randperm(flat.numel(), generator=generator)[:k]
-    order = torch.sort(flat, descending=strategy == "fish", stable=True).indices
+    ranking = torch.sort(flat, descending=True, stable=True).indices
+    order = ranking if strategy == "fish" else ranking.flip(0)
     _warn_ties(flat, order, k)
     return order[:k]
 
@@ -85,7 +88,7 @@ def _warn_ties(flat: Tensor, order: Tensor, k: int) -> None:
         inside = int((flat[order[:k]] == boundary).sum())
         logger.warning(
             "mask: %d entries tie at the boundary score %g (%d kept, %d left out); "
-            "ties were broken by flat index (lower first)",
+            "ties were broken by flat index (fish keeps lower indices, reverse higher)",
             inside + outside,
             float(boundary),
             inside,

@@ -74,11 +74,16 @@ def rel_err(a: Tensor, ref: Tensor) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def assert_close(a: dict[str, Tensor], ref: dict[str, Tensor], tol: float = 1e-5) -> None:
+def assert_close(a: dict[str, Tensor], ref: dict[str, Tensor], tol: float = 1e-5, zero: float = 0.0) -> None:
+    """Relative error < tol per tensor and overall; a tensor whose reference is below ``zero``
+    everywhere is analytically zero (rounding noise only) and must be below ``zero`` in ``a`` too."""
     assert list(a) == list(ref)
     for name in ref:
         assert a[name].dtype == torch.float32 and a[name].shape == ref[name].shape
-        assert rel_err(a[name], ref[name]) < tol, name
+        if ref[name].abs().max() < zero:
+            assert a[name].abs().max() < zero, name
+        else:
+            assert rel_err(a[name], ref[name]) < tol, name
     flat_a = torch.cat([t.reshape(-1) for t in a.values()])
     flat_ref = torch.cat([t.reshape(-1) for t in ref.values()])
     assert rel_err(flat_a, flat_ref) < tol
@@ -125,7 +130,11 @@ def test_full_model_auto_matches_loop_and_hooks_refuses_non_linear() -> None:
     batches = padded_batches(n_batches=2)
     loop = fisher(model, batches, "loop")
     assert list(loop) == names
-    assert_close(fisher(model, batches, "auto"), loop)
+    # Attention scores are invariant to the key bias (softmax shift), so its Fisher is exactly 0 in
+    # exact arithmetic; both estimators return rounding noise (~1e-24) there, hence the floor.
+    key_bias = [t for n, t in loop.items() if n.endswith("key.bias")]
+    assert key_bias and all(t.abs().max() < 1e-18 for t in key_bias)
+    assert_close(fisher(model, batches, "auto"), loop, zero=1e-18)
     with pytest.raises(ConfigError, match="word_embeddings"):
         fisher(model, batches, "hooks")
 
@@ -143,8 +152,6 @@ def test_lora_at_peft_init_gives_zero_fisher_to_every_a() -> None:
 def test_expected_labels_hooks_match_loop(lora, lora_loop) -> None:
     loop = fisher(lora, padded_batches(), "loop", labels="expected")
     assert_close(fisher(lora, padded_batches(), "hooks", labels="expected"), loop)
-    assert rel_err(torch.cat([t.reshape(-1) for t in loop.values()]),
-                   torch.cat([t.reshape(-1) for t in lora_loop.values()])) > 1e-3  # a different quantity
 
 
 def test_regression_hooks_match_loop_and_use_squared_error() -> None:
@@ -232,26 +239,33 @@ class HandClassifier(nn.Module):
         return self.out(h) * self.temperature
 
 
-def explicit_fisher(model: nn.Module, features: Tensor, labels: Tensor) -> dict[str, Tensor]:
-    """sum_n (d/dtheta CE(f(x_n), y_n))^2 with one torch.autograd.grad call per example."""
+def explicit_fisher(model: nn.Module, features: Tensor, labels: Tensor, expected: bool = False) -> dict[str, Tensor]:
+    """sum_n (d/dtheta CE(f(x_n), y_n))^2, or sum_n sum_c p(c|x_n) (d/dtheta CE(f(x_n), c))^2,
+    with one torch.autograd.grad call per example (and class)."""
     names, params = zip(*model.named_parameters())
     total = [torch.zeros_like(p) for p in params]
     for n in range(features.shape[0]):
-        loss = F.cross_entropy(model(features[n : n + 1]), labels[n : n + 1])
-        for acc, g in zip(total, torch.autograd.grad(loss, params)):
-            acc += g**2
+        logits = model(features[n : n + 1])
+        p = logits.softmax(-1)[0].detach()
+        weighted_classes = [(c, p[c]) for c in range(3)] if expected else [(int(labels[n]), 1.0)]
+        for c, weight in weighted_classes:
+            loss = F.cross_entropy(logits, torch.tensor([c]))
+            for acc, g in zip(total, torch.autograd.grad(loss, params, retain_graph=True)):
+                acc += weight * g**2
     return dict(zip(names, total))
 
 
-def test_estimators_match_explicit_per_example_autograd() -> None:
+@pytest.mark.parametrize("labels", ["empirical", "expected"])
+def test_estimators_match_explicit_per_example_autograd(labels: str) -> None:
     torch.manual_seed(0)
     model = HandClassifier()
-    features, labels = torch.randn(6, 7, 5), torch.randint(0, 3, (6,))
-    batches = [{"features": features[:4], "labels": labels[:4]}, {"features": features[4:], "labels": labels[4:]}]
-    reference = explicit_fisher(model, features, labels)
-    assert_close(fisher(model, batches, "loop"), reference, tol=1e-6)
-    assert_close(fisher(model, batches, "auto"), reference, tol=1e-6)
+    features, targets = torch.randn(6, 7, 5), torch.randint(0, 3, (6,))
+    batches = [{"features": features[:4], "labels": targets[:4]}, {"features": features[4:], "labels": targets[4:]}]
+    reference = explicit_fisher(model, features, targets, expected=labels == "expected")
+    assert_close(fisher(model, batches, "loop", labels=labels), reference, tol=1e-6)
+    assert_close(fisher(model, batches, "auto", labels=labels), reference, tol=1e-6)
     linear = [n for n in reference if n != "temperature"]
-    assert_close(fisher(model, batches, "hooks", param_names=linear), {n: reference[n] for n in linear}, tol=1e-6)
+    hooks = fisher(model, batches, "hooks", labels=labels, param_names=linear)
+    assert_close(hooks, {n: reference[n] for n in linear}, tol=1e-6)
     with pytest.raises(ConfigError, match="temperature"):
-        fisher(model, batches, "hooks")
+        fisher(model, batches, "hooks", labels=labels)

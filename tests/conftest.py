@@ -1,0 +1,37 @@
+"""Shared fixtures: offline Hub, a tiny-bert run helper, the repo's shipped GLUE folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+GLUE = REPO / "data" / "glue"
+
+# A fast tiny-bert run: a few dozen examples, one epoch, no progress bar.
+TINY = ["model=tiny-bert", "train.epochs=1", "train.max_train_samples=48", "train.max_eval_samples=24",
+        "train.batch_size=8", "train.progress=false", f"data.dir={GLUE}"]
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """Run `fishtune run <overrides>` in-process with runs under tmp_path; returns (exit code, runs root)."""
+    from fishtune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*overrides: str) -> int:
+        return main(["run", *TINY, f"runs_root={tmp_path / 'runs'}", *overrides])
+
+    return run
+
+
+def records(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json"))]

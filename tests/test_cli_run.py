@@ -1,0 +1,57 @@
+"""`fishtune run` end to end on tiny-bert: records, multirun, skip-if-complete, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY, records
+
+
+def test_run_writes_a_complete_record(run_cli, tmp_path: Path) -> None:
+    assert run_cli("task=rte", "seed=2") == 0
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "complete" and rec["task"] == "rte" and rec["seed"] == 2
+    assert rec["test_model"] is True and "TEST MODEL" in rec["note"]
+    assert rec["trainable"]["peft_selected"] == rec["trainable"]["peft_total"] > 0
+    assert rec["trainable"]["head"] == 32 * 2 + 2
+    assert set(rec["time_s"]) >= {"total", "train", "eval"}
+    assert rec["best"]["epoch"] == rec["last"]["epoch"] == 1
+    assert rec["score"] == rec["epochs"][-1]["dev"]["score"] == rec["last"]["dev"]["score"]
+    assert 0 <= rec["score"] <= 100 and "accuracy" in rec["last"]["dev"]
+    assert rec["versions"]["torch"] and rec["hardware"]["device"] == "cpu"
+    folder = Path(rec["output_dir"])
+    assert (folder / "config.yaml").read_text().count("task:") == 1
+    assert folder.parts[-5:-1] == ("rte", "tiny-bert", "lora-r8", "none")
+
+
+def test_rerun_of_a_complete_run_is_skipped(run_cli, tmp_path: Path) -> None:
+    assert run_cli() == 0
+    (first,) = records(tmp_path / "runs")
+    assert run_cli() == 0
+    (again,) = records(tmp_path / "runs")
+    assert again["finished_at"] == first["finished_at"]
+
+
+def test_multirun_of_two_cells(run_cli, tmp_path: Path, capsys) -> None:
+    assert run_cli("-m", "seed=1,2") == 0
+    recs = records(tmp_path / "runs")
+    assert sorted(r["seed"] for r in recs) == [1, 2] and all(r["status"] == "complete" for r in recs)
+    assert "2 cells: 2 completed" in capsys.readouterr().err
+
+
+def test_full_method_trains_the_backbone(run_cli, tmp_path: Path) -> None:
+    assert run_cli("method=full", "train.lr=1e-4") == 0
+    (rec,) = records(tmp_path / "runs")
+    assert rec["method"] == "full" and rec["trainable"]["peft_total"] > 1_000_000  # embeddings included
+
+
+def test_help_commands() -> None:
+    for args in (["--help"], ["run", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "fishtune.cli", *args], capture_output=True, text=True,
+                             cwd=REPO, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "task" in out.stdout

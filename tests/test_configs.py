@@ -1,0 +1,70 @@
+"""Every config composes, and the keys the project relies on are there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from fishtune.config import config_digest, run_dir, validate
+from fishtune.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+GROUPS = ("model", "task", "method", "mask", "train")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
+        return compose(config_name="run", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_config_composes_and_validates(group: str, option: str) -> None:
+    cfg = _compose(f"{group}={option}")
+    validate(cfg)
+    assert str(run_dir(cfg)).startswith("results/runs/")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_yaml_starts_with_the_command_that_uses_it(path: Path) -> None:
+    assert path.read_text().startswith("# fishtune "), f"{path} must start with a `# fishtune ...` comment"
+
+
+def test_required_keys() -> None:
+    cfg = _compose()
+    for key in ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_seq_length", "max_steps",
+                "max_train_samples", "max_eval_samples", "device", "precision"):
+        assert key in cfg.train, key
+    assert cfg.seed == 1 and cfg.model.name == "minilm-l6" and cfg.method.name == "lora" and cfg.mask.name == "none"
+    assert cfg.train.lr == cfg.method.lr
+
+
+def test_mask_variants_inherit_fish_defaults() -> None:
+    for strategy in ("fish", "random", "reverse"):
+        cfg = _compose(f"mask={strategy}")
+        assert cfg.mask.strategy == strategy and cfg.mask.num_samples == 1024 and cfg.mask.keep_ratio == 0.5
+
+
+def test_run_dir_is_readable_and_unique_per_config() -> None:
+    a, b = _compose("task=rte", "seed=2"), _compose("task=rte", "seed=2", "train.lr=1e-3")
+    assert str(run_dir(a)).startswith("results/runs/rte/minilm-l6/lora-r8/none/seed2-")
+    assert run_dir(a) != run_dir(b)
+    assert run_dir(a) == run_dir(_compose("task=rte", "seed=2", "train.resume=false"))  # execution-only key
+    assert config_digest(a) == config_digest(_compose("seed=2", "task=rte"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("mask.keep_ratio=0", "mask.keep_ratio"), ("mask.keep_ratio=1.5", "mask.keep_ratio"),
+    ("mask.num_samples=0", "mask.num_samples"), ("method.r=0", "method.r"), ("train.lr=0", "train.lr"),
+    ("train.batch_size=0", "train.batch_size"), ("mask.labels=guess", "mask.labels"),
+    ("mask.fisher_at=later", "mask.fisher_at"), ("train.device=tpu", "train.device"),
+])
+def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
+    mask = "mask=fish" if override.startswith("mask.") else "mask=none"
+    with pytest.raises(ConfigError, match=message):
+        validate(_compose(mask, override))
