@@ -26,8 +26,11 @@ Two exact estimators, and a mix of them:
 
   With a *sum*-reduced batch loss L = sum_n L_n, g[n] depends on example n only (the examples do not
   interact in the forward pass), so one batched forward/backward yields every per-example gradient.
-  A Linear called several times in one forward gets the per-call gradients summed before squaring.
-  Padding positions are masked out of attention, so their g is zero and they add nothing.
+  A forward hook records a and the output y of each call; g = dL/dy comes from
+  ``torch.autograd.grad(L, [y, ...])`` (the same values a tensor hook on y would see). A Linear
+  called several times in one forward gets its per-call gradients summed before squaring.
+  Padding positions are masked out of attention, so their g is zero and they add nothing; the
+  positions after the batch's longest example are cut before the forward to save the work.
 - ``"auto"``: hooks for the parameters held by an ``nn.Linear``, the loop for the rest.
 
 Nothing here writes ``.grad``: gradients come from ``torch.autograd.grad``, so the caller's
@@ -124,7 +127,8 @@ def _wanted_parameters(model: nn.Module, param_names: Collection[str] | None) ->
         unknown = sorted(set(param_names) - set(trainable))
         if unknown:
             raise ConfigError(f"fisher param_names are not trainable parameters of the model: {unknown}")
-        wanted = {n: p for n, p in trainable.items() if n in set(param_names)}
+        chosen = set(param_names)
+        wanted = {n: p for n, p in trainable.items() if n in chosen}
     if not wanted:
         raise ConfigError("fisher: the model has no trainable parameters to score")
     return wanted
@@ -204,7 +208,8 @@ def _loss_terms(model: nn.Module, targets: Tensor, labels: str) -> LossTerms:
 
 
 def _is_regression(model: nn.Module, targets: Tensor) -> bool:
-    """Regression if the model config says so; otherwise, as transformers does, if num_labels == 1."""
+    """Regression if the config's problem_type says so, else (as transformers) if num_labels == 1;
+    a model without a config is taken as regressing when its labels are floats."""
     config = getattr(model, "config", None)
     problem_type = getattr(config, "problem_type", None)
     if problem_type == "regression":
@@ -240,19 +245,23 @@ def _accumulate_loop(
 
 
 def _single_example(batch: Batch, i: int) -> Batch:
-    """Example ``i`` as a batch of one, cut after its last attended token (trailing padding only).
+    """Example ``i`` as a batch of one, without its trailing padding."""
+    return _cut_trailing_padding({k: v[i : i + 1] for k, v in batch.items()})
 
-    Attention masks padding out, so cutting it changes nothing but the cost; tensors whose second
-    dimension is the sequence length are cut.
+
+def _cut_trailing_padding(batch: Batch) -> Batch:
+    """Drop the sequence positions after the last one any example attends to.
+
+    Attention masks padding out, so cutting it changes nothing but the cost (up to rounding).
+    Tensors whose second dimension is the sequence length are cut; left padding is kept.
     """
-    example = {k: v[i : i + 1] for k, v in batch.items()}
-    mask = example.get("attention_mask")
+    mask = batch.get("attention_mask")
     if mask is None or mask.dim() != 2:
-        return example
+        return batch
     seq_len = mask.shape[1]
-    attended = mask[0].nonzero()
+    attended = mask.any(0).nonzero()
     length = int(attended.max()) + 1 if attended.numel() else seq_len
-    return {k: v[:, :length] if v.dim() >= 2 and v.shape[1] == seq_len else v for k, v in example.items()}
+    return {k: v[:, :length] if v.dim() >= 2 and v.shape[1] == seq_len else v for k, v in batch.items()}
 
 
 def _accumulate_hooks(
@@ -263,6 +272,7 @@ def _accumulate_hooks(
     fisher: dict[str, Tensor],
 ) -> None:
     """Hooks estimator: per-example Linear gradients from one batched forward (module docstring)."""
+    batch = _cut_trailing_padding(batch)
     batch_size = batch["labels"].shape[0]
     calls: dict[nn.Linear, list[tuple[Tensor, Tensor]]] = {m: [] for m in modules}
     with _capture_linear_io(calls):

@@ -1,0 +1,39 @@
+"""The built wheel carries the Hydra configs: an installed `fishtune` composes a run config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import fishtune
+assert fishtune.__file__.startswith(sys.argv[1]), fishtune.__file__
+from fishtune.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_installed_wheel_runs_help_and_composes_configs(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheels)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("fishtune-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    assert (site / "fishtune" / "configs" / "run.yaml").is_file()
+
+    def fishtune(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", PROBE, str(site), *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    out = fishtune("--help")
+    assert out.returncode == 0 and "fishtune run" in out.stdout, out.stderr
+    out = fishtune("run", "--cfg", "job", "task=rte", "mask=fish")
+    assert out.returncode == 0, out.stderr
+    assert "name: rte" in out.stdout and "num_samples: 1024" in out.stdout
