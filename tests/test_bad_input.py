@@ -1,0 +1,117 @@
+"""Bad input: one clear line, exit status != 0, nothing written to an existing run folder."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import GLUE, REPO, TINY, records
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
+    return subprocess.run([sys.executable, "-m", "fishtune.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def _glue_copy(tmp_path: Path, task_dir: str, train_text: str | None = None) -> Path:
+    root = tmp_path / "glue"
+    shutil.copytree(GLUE / task_dir, root / task_dir)
+    if train_text is not None:
+        (root / task_dir / "train.tsv").write_text(train_text, encoding="utf-8")
+    return root
+
+
+# (overrides, words the error must contain); Hydra reports composition errors, fishtune the rest.
+CASES = [
+    (["task=mrcp"], ["task", "mrpc"]),                              # unknown task: lists choices
+    (["model=roberta-bass"], ["model", "roberta-base"]),
+    (["method=loraa"], ["method", "lora"]),
+    (["mask=fishh"], ["mask", "fish"]),
+    (["train.lrr=0.1"], ["train.lrr"]),                             # misspelt key
+    (["mask=fish", "mask.keep_ratio=1.5"], ["mask.keep_ratio", "(0, 1]"]),
+    (["mask=fish", "mask.keep_ratio=0"], ["mask.keep_ratio"]),
+    (["mask=fish", "mask.num_samples=0"], ["mask.num_samples", ">= 1"]),
+    (["method.r=0"], ["method.r", ">= 1"]),
+    (["train.lr=0"], ["train.lr", "> 0"]),
+    (["train.batch_size=0"], ["train.batch_size"]),
+    (["mask=fish", "mask.keep=100000000"], ["mask.keep", "larger than"]),
+    (["data.dir=/nonexistent/glue"], ["mrpc", "/nonexistent/glue", "data.dir"]),
+    (["model=roberta-base"], ["roberta-base", "model.path"]),       # offline, not cached
+]
+
+
+@pytest.mark.parametrize("overrides,words", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_gives_one_clear_error(overrides: list[str], words: list[str], tmp_path: Path) -> None:
+    out = _cli("run", *TINY, *overrides, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr
+    for word in words:
+        assert word in out.stderr, f"{word!r} not in: {out.stderr}"
+    assert not (tmp_path / "results" / "runs").exists() or not list((tmp_path / "results").rglob("results.json"))
+
+
+@pytest.mark.parametrize("content,words", [
+    ("sentence\tlabel\nfine film \t1\nbad row without a tab\n", ["train.tsv", "line 3"]),
+    ("text\tlabel\nfine film \t1\n", ["train.tsv", "line 1", "header"]),
+    ("sentence\tlabel\nfine film \t7\n", ["train.tsv", "line 2", "7"]),
+    ("sentence\tlabel\n", ["train.tsv", "no"]),
+])
+def test_malformed_data_names_file_and_line(content: str, words: list[str], tmp_path: Path) -> None:
+    glue = _glue_copy(tmp_path, "SST-2", content)
+    out = _cli("run", *TINY, "task=sst2", f"data.dir={glue}", cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    for word in words:
+        assert word in out.stderr, f"{word!r} not in: {out.stderr}"
+
+
+def test_bad_rerun_leaves_an_existing_run_folder_untouched(run_cli, tmp_path: Path) -> None:
+    assert run_cli() == 0
+    (rec,) = records(tmp_path / "runs")
+    folder = Path(rec["output_dir"])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert run_cli("train.lr=0", f"output_dir={folder}") != 0
+    assert run_cli("train.resume=false", "data.dir=/nonexistent", f"output_dir={folder}") != 0
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_failing_cell_does_not_stop_the_sweep(run_cli, tmp_path: Path, capsys) -> None:
+    # lr 1e9 makes the loss NaN/inf: that cell ends `diverged`, the next one still runs.
+    code = run_cli("-m", "train.lr=1e9,1e-3", "train.log_every=1")
+    assert code == 1
+    statuses = sorted(r["status"] for r in records(tmp_path / "runs"))
+    assert statuses == ["complete", "diverged"]
+    diverged = next(r for r in records(tmp_path / "runs") if r["status"] == "diverged")
+    assert "loss became" in diverged["error"] and "score" not in diverged
+    assert "2 cells: 1 completed, 0 skipped (already complete), 0 failed, 1 diverged" in capsys.readouterr().err
+
+
+def test_an_exception_records_failed_with_traceback(run_cli, tmp_path: Path, monkeypatch) -> None:
+    from fishtune import train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train.Trainer, "_step", boom)
+    assert run_cli() == 1
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "failed" and "simulated crash" in rec["error"]
+    assert "simulated crash" in (Path(rec["output_dir"]) / "traceback.txt").read_text()
+
+
+def test_cuda_oom_suggests_a_smaller_batch(run_cli, tmp_path: Path, monkeypatch, capsys) -> None:
+    from fishtune import train
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train.Trainer, "_step", oom)
+    assert run_cli() == 1
+    assert "train.batch_size" in capsys.readouterr().err
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "failed" and "out of memory" in rec["error"]

@@ -1,0 +1,59 @@
+"""A run killed with SIGKILL mid-epoch and rerun ends bit-identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import GLUE, REPO
+
+# Big enough that the kill lands mid-run (~1,000 steps of a tiny model), small enough for CI.
+ARGS = ["run", "model=tiny-bert", "task=sst2", "mask=fish", "method.r=16", "mask.num_samples=32",
+        "mask.warmup_steps=5", "train.epochs=2", "train.batch_size=8", "train.max_train_samples=4000",
+        "train.max_eval_samples=64", "train.checkpoint_every=7", "train.weight_decay=0.1",
+        "train.progress=false", f"data.dir={GLUE}"]
+
+
+def _fishtune(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fishtune.cli", *ARGS, f"output_dir={out}", *extra],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _record(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _fishtune(reference).wait(timeout=600) == 0
+
+    proc = _fishtune(killed)
+    checkpoint = killed / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let it train past the first checkpoint
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert _record(killed)["status"] == "running"  # what a preempted job leaves behind
+
+    resumed = _fishtune(killed)
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output
+
+    ref, got = _record(reference), _record(killed)
+    assert got["status"] == "complete" and got["resumed"] is True
+    assert got["frozen_changed"] == 0 == ref["frozen_changed"]
+    assert [e["dev"] for e in got["epochs"]] == [e["dev"] for e in ref["epochs"]]
+    assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in ref["epochs"]]
+    for name in ("peft_final.safetensors", "mask.safetensors", "peft_init.safetensors"):
+        assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
+    assert not checkpoint.exists()  # a complete run drops its checkpoint
