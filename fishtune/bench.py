@@ -26,6 +26,7 @@ import copy
 import datetime as dt
 import importlib.resources
 import math
+import os
 import platform
 import statistics
 import time
@@ -230,7 +231,7 @@ def compare_step(ctx: Context, repeats: int) -> tuple[dict[str, Any], dict[str, 
     vanilla = vanilla_step(ctx, vanilla_model)
     masked, entry_mask, masked_opt = masked_step(ctx, masked_model)
     times_v, times_m = interleave(lambda: vanilla(batch), lambda: masked(batch), repeats, device=ctx.device, warmup=2)
-    a, b = arm("vanilla PEFT LoRA step", times_v), arm("fishtune Trainer._step, 50% EntryMask", times_m)
+    a, b = arm("vanilla PEFT LoRA step", times_v), arm("fishtune Trainer._step, 50% mask", times_m)
     step = {"a": a, "b": b, "ratio": b["median_s"] / a["median_s"], "ratio_label": "masked/vanilla (time)",
             "target": "<= 1.03", "batch_shape": list(batch["input_ids"].shape), "grad_clip": None,
             "note": "both arms unclipped, fp32 master weights; the masked arm uses fishtune's make_optimizer "
@@ -325,8 +326,8 @@ def compare_fisher(ctx: Context, repeats: int, num_samples: int) -> dict[str, An
     run_ours = lambda: fisher_fishtune(model, batches, names, autocast=ctx.autocast)  # noqa: E731
     times_ref, times_ours = interleave(run_ref, run_ours, max(2, repeats), device=ctx.device,
                                        warmup=1 if ctx.autocast else 0)
-    a = arm("FISH reference loop (batch 1, loss.backward, p.grad**2)", times_ref, items=len(chosen), unit="samples_per_s")
-    b = arm('fishtune empirical_fisher(estimator="auto")', times_ours, items=len(chosen), unit="samples_per_s")
+    a = arm("FISH reference loop (batch 1)", times_ref, items=len(chosen), unit="samples_per_s")
+    b = arm('fishtune empirical_fisher("auto")', times_ours, items=len(chosen), unit="samples_per_s")
     return {"a": a, "b": b, "ratio": a["median_s"] / b["median_s"],
             "ratio_label": "speed-up ours/reference (samples/s)", "num_samples": len(chosen),
             "batch_size": FISHER_BATCH, "agreement_precision": "fp32", **agreement}
@@ -354,8 +355,8 @@ def compare_epoch(ctx: Context, repeats: int, num_batches: int) -> dict[str, Any
     padded = {"naive": len(naive) * ctx.batch_size * MAX_LENGTH,
               "fishtune": sum(len(b) * math.ceil(max(lengths[i] for i in b) / PAD_MULTIPLE) * PAD_MULTIPLE
                               for b in grouped)}
-    a = arm("naive: unsorted shuffle, pad to 128", times_n, items=examples, unit="examples_per_s")
-    b = arm("fishtune: train_order(group_by_length) + dynamic padding (x8)", times_g, items=examples,
+    a = arm("naive: shuffled, pad to 128", times_n, items=examples, unit="examples_per_s")
+    b = arm("fishtune: grouped, dynamic pad", times_g, items=examples,
             unit="examples_per_s")
     return {"a": a, "b": b, "ratio": a["median_s"] / b["median_s"],
             "ratio_label": "speed-up fishtune/naive (examples/s)", "batches": len(naive), "examples": examples,
@@ -378,9 +379,9 @@ def compare_inference(ctx: Context, repeats: int) -> dict[str, Any]:
     merge_error = float((forward(merged)() - forward(unmerged)()).abs().max())
     times_base, times_merged = interleave(forward(base), forward(merged), repeats, device=ctx.device, warmup=2)
     times_base2, times_unmerged = interleave(forward(base), forward(unmerged), repeats, device=ctx.device, warmup=1)
-    a, b = arm("base model (no LoRA)", times_base), arm("merged LoRA (merge_and_unload)", times_merged)
+    a, b = arm("base model (no LoRA)", times_base), arm("merged LoRA", times_merged)
     unmerged_arm = arm("un-merged PEFT LoRA", times_unmerged)
-    base2 = arm("base model (no LoRA), paired with un-merged", times_base2)
+    base2 = arm("base model (paired run)", times_base2)
     return {"a": a, "b": b, "ratio": b["median_s"] / a["median_s"], "ratio_label": "merged/base (latency)",
             "target": "~1.00", "unmerged": {"a": base2, "b": unmerged_arm,
                                             "ratio": unmerged_arm["median_s"] / base2["median_s"],
@@ -455,11 +456,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(COMPARISONS), help=f"comma list of: {', '.join(COMPARISONS)}")
     p.add_argument("--out", type=Path, default=Path("results/bench"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU intra-op threads (default 1; 0 keeps torch's default). On a busy machine, "
+                        "multi-threaded ops wait for descheduled threads at every op (stalls of a scheduler "
+                        "tick) and the timings become noise; one thread keeps them stable")
     args = p.parse_args(argv)
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = sorted(set(args.only) - set(COMPARISONS))
     if unknown or not args.only:
         p.error(f"--only: unknown comparison(s) {unknown}; choose from {', '.join(COMPARISONS)}")
+    if args.threads < 0:
+        p.error("--threads must be >= 0")
     for name in ("batch_size", "repeats", "fisher_samples", "epoch_batches"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -475,8 +482,11 @@ def main(argv: list[str]) -> int:
     args.repeats = args.repeats or DEFAULT_REPEATS[on_cuda]
     args.fisher_samples = args.fisher_samples or DEFAULT_FISHER_SAMPLES[on_cuda]
     args.epoch_batches = args.epoch_batches or DEFAULT_EPOCH_BATCHES[on_cuda]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     _quiet()
     started = time.perf_counter()
+    load_before = os.getloadavg()
     ctx = build_context(args, device, autocast)
     print(f"fishtune bench: {args.model} on {device_name(device)} ({device.type}, "
           f"{'bf16 autocast' if autocast else 'fp32'}, {torch.get_num_threads()} threads), "
@@ -514,6 +524,7 @@ def main(argv: list[str]) -> int:
                   "epoch_batches": args.epoch_batches, "max_length": MAX_LENGTH, "pad_to_multiple_of": PAD_MULTIPLE,
                   "train_pool": len(ctx.train), "mean_train_length": statistics.mean(ctx.train.lengths())},
         "comparisons": comparisons,
+        "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
         "wall_s": round(time.perf_counter() - started, 1),
     }
     for name in ("step", "inference"):

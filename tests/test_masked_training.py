@@ -1,0 +1,130 @@
+"""Masked training: frozen entries stay bit-identical; warm-up restores; the CLI writes the audit files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from conftest import records
+from fishtune.batching import Encoded
+from fishtune.frozen import EntryMask, count_changed
+from fishtune.masking import select_mask
+from fishtune.selection import build_mask, mask_budget
+from fishtune.train import task_loss
+
+
+def _tiny_lora(seed: int = 0):
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32, num_labels=2)
+    model = get_peft_model(BertForSequenceClassification(config),
+                           LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"]))
+    lora = [n for n, _ in model.named_parameters() if "lora_" in n]
+    return model, lora
+
+
+def _data(n: int = 24) -> Encoded:
+    g = torch.Generator().manual_seed(1)
+    ids = [torch.randint(1, 50, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
+    return Encoded(ids, None, torch.randint(0, 2, (n,), generator=g))
+
+
+def test_frozen_entries_bit_identical_after_many_adamw_steps_with_weight_decay() -> None:
+    model, lora = _tiny_lora()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in lora:
+            params[n].normal_()  # non-zero B so every entry gets gradient
+    scores = {n: torch.rand(params[n].shape) for n in lora}
+    mask = select_mask(scores, keep=sum(s.numel() for s in scores.values()) // 3, strategy="fish")
+    initial = {n: params[n].detach().clone() for n in lora}
+    entry_mask = EntryMask(model, mask)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    x = torch.randint(1, 50, (8, 10))
+    y = torch.randint(0, 2, (8,))
+    for _ in range(60):
+        task_loss(model(input_ids=x).logits, y).backward()
+        entry_mask.mask_grads()
+        opt.step()
+        opt.zero_grad()
+        entry_mask.restore_frozen()
+    assert count_changed(model, initial, mask) == 0
+    moved = sum(int((params[n] != initial[n])[mask[n]].sum()) for n in lora)
+    assert moved > 0.9 * sum(int(m.sum()) for m in mask.values())  # the selected entries did train
+
+
+def test_without_the_restore_weight_decay_moves_frozen_entries() -> None:
+    """The pitfall the restore exists for: masking gradients alone is not enough under AdamW decay."""
+    model, lora = _tiny_lora()
+    params = dict(model.named_parameters())
+    mask = select_mask({n: torch.rand(params[n].shape) for n in lora}, keep=10, strategy="fish")
+    initial = {n: params[n].detach().clone() for n in lora}
+    entry_mask = EntryMask(model, mask)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    task_loss(model(input_ids=torch.randint(1, 50, (4, 6))).logits, torch.tensor([0, 1, 0, 1])).backward()
+    entry_mask.mask_grads()
+    opt.step()
+    assert count_changed(model, initial, mask) > 0
+
+
+def test_count_changed_sees_a_single_flipped_bit() -> None:
+    model, lora = _tiny_lora()
+    params = dict(model.named_parameters())
+    initial = {n: params[n].detach().clone() for n in lora}
+    mask = {n: torch.zeros_like(params[n], dtype=torch.bool) for n in lora}
+    with torch.no_grad():
+        params[lora[0]].view(-1)[3] = torch.nextafter(params[lora[0]].view(-1)[3], torch.tensor(1.0))
+    assert count_changed(model, initial, mask) == 1
+
+
+def test_warmup_path_restores_initial_values_and_puts_mask_in_A() -> None:
+    model, lora = _tiny_lora()
+    params = dict(model.named_parameters())
+    trainable = [n for n, p in params.items() if p.requires_grad]
+    before = {n: params[n].detach().clone() for n in trainable}
+    cfg = OmegaConf.create({"strategy": "fish", "fisher_at": "warmup", "warmup_steps": 5, "fisher_batch_size": 8,
+                            "num_samples": 24, "estimator": "auto", "labels": "empirical", "seed": 0,
+                            "scope": "global", "keep": None, "keep_ratio": 0.5, "head_in_budget": False})
+    total = sum(params[n].numel() for n in lora)
+    keep = mask_budget(cfg, method_total=total, head_total=34)
+    result = build_mask(model, lora, cfg, _data(), keep=keep, lr=1e-2, seed=0, pad_id=0,
+                        device=torch.device("cpu"), autocast=False)
+    for n in trainable:
+        assert torch.equal(params[n], before[n]), n
+    assert sum(int(m.sum()) for m in result.mask.values()) == keep == total // 2
+    assert result.stats["by_family"]["lora_A"]["selected"] > 0  # at init, A would have zero Fisher
+
+    at_init = build_mask(model, lora, OmegaConf.merge(cfg, {"fisher_at": "init"}), _data(), keep=keep, lr=1e-2,
+                         seed=0, pad_id=0, device=torch.device("cpu"), autocast=False)
+    assert at_init.stats["by_family"]["lora_A"]["selected"] == 0  # the zero-B trap, made visible
+
+
+def test_budget_accounting() -> None:
+    cfg = OmegaConf.create({"keep": None, "keep_ratio": 0.5, "head_in_budget": False})
+    assert mask_budget(cfg, method_total=1000, head_total=100) == 500
+    assert mask_budget(OmegaConf.merge(cfg, {"head_in_budget": True}), method_total=1000, head_total=100) == 450
+    assert mask_budget(OmegaConf.merge(cfg, {"keep": 7}), method_total=1000, head_total=100) == 7
+
+
+def test_cli_fish_run_writes_audit_files(run_cli, tmp_path: Path) -> None:
+    assert run_cli("mask=fish", "method.r=16", "mask.num_samples=16", "mask.warmup_steps=3",
+                   "train.weight_decay=0.1", "train.epochs=2") == 0
+    (rec,) = records(tmp_path / "runs")
+    folder = Path(rec["output_dir"])
+    mask = load_file(str(folder / "mask.safetensors"))
+    init, final = load_file(str(folder / "peft_init.safetensors")), load_file(str(folder / "peft_final.safetensors"))
+    assert set(mask) == set(init) == set(final) and all("lora_" in n for n in mask)
+    assert rec["frozen_changed"] == 0 and rec["status"] == "complete"
+    selected = sum(int(m.sum()) for m in mask.values())
+    assert selected == rec["trainable"]["peft_selected"] == rec["trainable"]["peft_total"] // 2
+    for n in mask:
+        assert torch.equal(init[n][~mask[n]], final[n][~mask[n]])
+    assert any(not torch.equal(init[n][mask[n]], final[n][mask[n]]) for n in mask)
+    assert set(rec["mask_stats"]["by_family"]) == {"lora_A", "lora_B"}
+    assert "threshold_ties" in rec["mask_stats"] and rec["time_s"]["fisher"] >= 0
