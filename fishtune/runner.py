@@ -9,7 +9,6 @@ existing run folder. From the first write on, the record says `running`; it ends
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -150,7 +149,7 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
     def on_epoch_end(progress) -> None:
         record.update(epochs=progress.history).save()
 
-    train_model = torch.compile(model) if t.compile else model
+    train_model = _compiled(model, t) if t.compile else model
     trainer = Trainer(train_model, t, device=device, autocast=autocast, seed=int(cfg.seed), pad_id=pad_id,
                       evaluate=evaluate, entry_mask=entry_mask, checkpoint_path=folder / CHECKPOINT,
                       on_epoch_end=on_epoch_end)
@@ -200,6 +199,16 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
              ", ".join(f"{f} {v['share_of_mask']:.0%}" for f, v in result.stats["by_family"].items()),
              result.fisher_time_s)
     return result.mask
+
+
+def _compiled(model: torch.nn.Module, t: DictConfig) -> torch.nn.Module:
+    """torch.compile with static shapes: one graph per padded length, at most
+    max_seq_length / pad_to_multiple_of of them, so the recompile limit must allow that many."""
+    import torch._dynamo
+
+    shapes = -(-t.max_seq_length // t.pad_to_multiple_of) + 1
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, shapes)
+    return torch.compile(model, dynamic=False)
 
 
 def _save_params(path: Path, params: dict[str, Tensor], names: list[str]) -> None:

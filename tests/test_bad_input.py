@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import GLUE, REPO, TINY, records
+from conftest import GLUE, TINY, records
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from conftest import REPO, TINY, records
+from conftest import REPO, records
 
 
 def test_run_writes_a_complete_record(run_cli, tmp_path: Path) -> None:
