@@ -24,11 +24,13 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import gc
 import importlib.resources
 import math
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -50,7 +52,13 @@ from .methods import MethodSetup, apply_method
 from .models import MINILM_PACKAGE, load_model, package_model_dir, uses_token_type_ids
 from .record import environment
 from .tasks import get_task
-from .train import Trainer, linear_schedule, make_optimizer, model_inputs, seed_everything
+from .train import (
+    Trainer,
+    linear_schedule,
+    make_optimizer,
+    model_inputs,
+    seed_everything,
+)
 
 MODELS = ("minilm-l6", "tiny-bert", "roberta-base")
 COMPARISONS = ("step", "memory", "fisher", "epoch", "inference")
@@ -60,10 +68,11 @@ MAX_LENGTH = 128          # the naive baseline pads every batch to this (also th
 PAD_MULTIPLE = 8          # fishtune's default train.pad_to_multiple_of
 FISHER_BATCH = 32         # fishtune's default mask.fisher_batch_size
 TOTAL_STEPS = 10**6       # for the schedulers: the learning rate never reaches zero during the bench
-# Defaults that depend on the device: (CPU, CUDA).
-DEFAULT_REPEATS = (5, 20)
+# Defaults that depend on the device: (CPU, CUDA). The CPU defaults take ~3-4 min with MiniLM on 2 busy
+# cores; the CUDA ones ~3 min with roberta-base (scripts/gpu_check.sh allows 300 s).
+DEFAULT_REPEATS = (10, 30)       # epoch runs a third as many (>= 2), fisher 2-3: their rounds are long
 DEFAULT_FISHER_SAMPLES = (64, 512)
-DEFAULT_EPOCH_BATCHES = (8, 100)
+DEFAULT_EPOCH_BATCHES = (8, 50)
 
 Batch = dict[str, Tensor]
 
@@ -127,8 +136,6 @@ def arm(label: str, times: list[float], *, items: int | None = None, unit: str |
 
 def resolve_device(device: str, precision: str) -> tuple[torch.device, bool]:
     """(device, bf16 autocast?) as `fishtune run` resolves train.device/train.precision."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("fishtune bench: --device cuda but no CUDA device is visible")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     dev = torch.device("cuda" if use_cuda else "cpu")
     if precision == "auto":
@@ -140,7 +147,11 @@ def load_bench_model(name: str, *, seed: int) -> tuple[nn.Module, Any, str]:
     """(classifier, tokenizer, source) for SST-2; roberta-base is random-init (no Hub)."""
     task = get_task("sst2")
     if name == "roberta-base":
-        from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+        from transformers import (
+            AutoTokenizer,
+            RobertaConfig,
+            RobertaForSequenceClassification,
+        )
 
         tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
         torch.manual_seed(seed)
@@ -166,7 +177,8 @@ def build_context(args: argparse.Namespace, device: torch.device, autocast: bool
     task = get_task("sst2")
     data_dir = Path("data/glue") if Path("data/glue").is_dir() else DEFAULT_GLUE_DIR
     pool = max(args.batch_size * args.epoch_batches, args.fisher_samples, args.batch_size)
-    enc = dict(tokenizer=tokenizer, max_length=MAX_LENGTH, token_type_ids=uses_token_type_ids(model), regression=False)
+    enc = {"tokenizer": tokenizer, "max_length": MAX_LENGTH, "token_type_ids": uses_token_type_ids(model),
+           "regression": False}
     train = encode(load_split(task, "train", max_samples=pool, data_dir=data_dir, seed=args.seed), **enc)
     dev = encode(load_split(task, "dev", max_samples=args.batch_size, data_dir=data_dir, seed=args.seed), **enc)
     return Context(args.model, source, device, autocast, base, lora, tokenizer.pad_token_id, train, dev,
@@ -227,30 +239,13 @@ def tensor_bytes(tensors: list[Tensor]) -> int:
 def compare_step(ctx: Context, repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(step, memory): vanilla PEFT step vs fishtune's masked Trainer._step, on one fixed batch."""
     batch = fixed_batch(ctx, ctx.train)
-    vanilla_model, masked_model = train_copy(ctx), train_copy(ctx)
-    vanilla = vanilla_step(ctx, vanilla_model)
-    masked, entry_mask, masked_opt = masked_step(ctx, masked_model)
-    times_v, times_m = interleave(lambda: vanilla(batch), lambda: masked(batch), repeats, device=ctx.device, warmup=2)
+    times_v, times_m, memory = time_steps(ctx, batch, repeats)
     a, b = arm("vanilla PEFT LoRA step", times_v), arm("fishtune Trainer._step, 50% mask", times_m)
     step = {"a": a, "b": b, "ratio": b["median_s"] / a["median_s"], "ratio_label": "masked/vanilla (time)",
             "target": "<= 1.03", "batch_shape": list(batch["input_ids"].shape), "grad_clip": None,
             "note": "both arms unclipped, fp32 master weights; the masked arm uses fishtune's make_optimizer "
                     "(fused AdamW on CUDA), the vanilla arm torch.optim.AdamW defaults"}
-
-    all_params = list(masked_model.parameters())
-    trainable = [p for p in all_params if p.requires_grad]
-    state = [t for s in masked_opt.state.values() for t in s.values() if torch.is_tensor(t)]
-    params_plus_opt = tensor_bytes(all_params) + tensor_bytes(state)
-    memory: dict[str, Any] = {
-        "mask_storage_bytes": entry_mask.storage_bytes(),
-        "param_bytes": tensor_bytes(all_params), "trainable_param_bytes": tensor_bytes(trainable),
-        "adamw_state_bytes": tensor_bytes(state), "param_plus_optimizer_bytes": params_plus_opt,
-        "ratio": entry_mask.storage_bytes() / params_plus_opt,
-        "ratio_label": "mask storage / (parameters + AdamW state) (bytes)",
-        "peak_bytes": None,
-    }
-    del vanilla_model, masked_model, vanilla, masked, entry_mask, masked_opt
-    if ctx.device.type == "cuda":
+    if ctx.device.type == "cuda":  # the timing arms are gone: measure each arm alone
         memory["peak_bytes"] = {"vanilla": peak_step_memory(ctx, batch, masked=False),
                                 "masked": peak_step_memory(ctx, batch, masked=True)}
         memory["peak_ratio"] = memory["peak_bytes"]["masked"] / memory["peak_bytes"]["vanilla"]
@@ -258,8 +253,32 @@ def compare_step(ctx: Context, repeats: int) -> tuple[dict[str, Any], dict[str, 
     return step, memory
 
 
+def time_steps(ctx: Context, batch: Batch, repeats: int) -> tuple[list[float], list[float], dict[str, Any]]:
+    """Interleaved step times (vanilla, masked) on two copies of the weights, and the masked arm's bytes."""
+    vanilla_model, masked_model = train_copy(ctx), train_copy(ctx)
+    vanilla = vanilla_step(ctx, vanilla_model)
+    masked, entry_mask, masked_opt = masked_step(ctx, masked_model)
+    times_v, times_m = interleave(lambda: vanilla(batch), lambda: masked(batch), repeats, device=ctx.device, warmup=2)
+    return times_v, times_m, memory_bytes(masked_model, entry_mask, masked_opt)
+
+
+def memory_bytes(model: nn.Module, entry_mask: EntryMask, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """The mask's extra tensors next to the parameters and the AdamW state (exact byte counts)."""
+    params = list(model.parameters())
+    state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+    params_plus_opt = tensor_bytes(params) + tensor_bytes(state)
+    return {"mask_storage_bytes": entry_mask.storage_bytes(), "param_bytes": tensor_bytes(params),
+            "trainable_param_bytes": tensor_bytes([p for p in params if p.requires_grad]),
+            "adamw_state_bytes": tensor_bytes(state), "param_plus_optimizer_bytes": params_plus_opt,
+            "ratio": entry_mask.storage_bytes() / params_plus_opt,
+            "ratio_label": "mask storage / (parameters + AdamW state) (bytes)",
+            "mask_storage_per_trainable_byte": entry_mask.storage_bytes() / tensor_bytes([p for p in params if p.requires_grad]),
+            "peak_bytes": None}
+
+
 def peak_step_memory(ctx: Context, batch: Batch, *, masked: bool) -> int:
     """torch.cuda.max_memory_allocated over one steady-state step, with only this arm on the device."""
+    gc.collect()
     torch.cuda.empty_cache()
     model = train_copy(ctx)
     step = masked_step(ctx, model)[0] if masked else vanilla_step(ctx, model)
@@ -322,10 +341,12 @@ def compare_fisher(ctx: Context, repeats: int, num_samples: int) -> dict[str, An
     # Agreement in fp32 (these untimed runs are also the warm-up); a bf16 warm-up round if timing in bf16.
     agreement = fisher_agreement(fisher_fishtune(model, batches, names, autocast=False),
                                  fisher_reference(model, batches, names, autocast=False))
-    run_ref = lambda: fisher_reference(model, batches, names, autocast=ctx.autocast)  # noqa: E731
-    run_ours = lambda: fisher_fishtune(model, batches, names, autocast=ctx.autocast)  # noqa: E731
-    times_ref, times_ours = interleave(run_ref, run_ours, max(2, repeats), device=ctx.device,
-                                       warmup=1 if ctx.autocast else 0)
+    if ctx.autocast:  # warm the bf16 kernels up on one batch
+        fisher_reference(model, batches[:1], names, autocast=True)
+        fisher_fishtune(model, batches[:1], names, autocast=True)
+    times_ref, times_ours = interleave(lambda: fisher_reference(model, batches, names, autocast=ctx.autocast),
+                                       lambda: fisher_fishtune(model, batches, names, autocast=ctx.autocast),
+                                       repeats, device=ctx.device, warmup=0)
     a = arm("FISH reference loop (batch 1)", times_ref, items=len(chosen), unit="samples_per_s")
     b = arm('fishtune empirical_fisher("auto")', times_ours, items=len(chosen), unit="samples_per_s")
     return {"a": a, "b": b, "ratio": a["median_s"] / b["median_s"],
@@ -426,8 +447,8 @@ def format_table(comparisons: Mapping[str, Mapping[str, Any]]) -> str:
         rows.append((name, c["a"]["label"], median(c["a"]), c["b"]["label"], median(c["b"]),
                      f"{c['ratio']:.3f} = {c['ratio_label']}"))
         if name == "fisher":
-            rows.append(("", "", "", "", "", f"max rel diff {c['max_rel_diff']:.1e}; 50% masks identical: "
-                         f"{'yes' if c['masks_identical'] else 'NO (%d entries differ)' % c['mask_entries_differing']}"))
+            same = "yes" if c["masks_identical"] else f"NO ({c['mask_entries_differing']} entries differ)"
+            rows.append(("", "", "", "", "", f"max rel diff {c['max_rel_diff']:.1e}; 50% masks identical: {same}"))
         if name == "inference":
             u = c["unmerged"]
             rows.append(("", u["a"]["label"], median(u["a"]), u["b"]["label"], median(u["b"]),
@@ -447,7 +468,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="auto: bf16 autocast on CUDA (if supported), fp32 on CPU")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=None,
-                   help=f"timed rounds per comparison (default {DEFAULT_REPEATS[0]} on CPU, {DEFAULT_REPEATS[1]} on CUDA)")
+                   help=f"timed rounds per comparison (default {DEFAULT_REPEATS[0]} on CPU, {DEFAULT_REPEATS[1]} on "
+                        "CUDA; the epoch comparison runs a third as many, at least 2; fisher 2 or 3: the reference "
+                        "loop is slow and its ratio large)")
     p.add_argument("--fisher-samples", type=int, default=None,
                    help=f"N for the Fisher comparison (default {DEFAULT_FISHER_SAMPLES[0]} CPU, "
                         f"{DEFAULT_FISHER_SAMPLES[1]} CUDA)")
@@ -477,13 +500,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Run the selected comparisons, print the table, write the JSON; 0 on success."""
     args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("fishtune bench: error: --device cuda but no CUDA device is visible", file=sys.stderr)
+        return 2
     device, autocast = resolve_device(args.device, args.precision)
     on_cuda = int(device.type == "cuda")
     args.repeats = args.repeats or DEFAULT_REPEATS[on_cuda]
     args.fisher_samples = args.fisher_samples or DEFAULT_FISHER_SAMPLES[on_cuda]
     args.epoch_batches = args.epoch_batches or DEFAULT_EPOCH_BATCHES[on_cuda]
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args, device, autocast)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside a longer process (the tests)
+
+
+def _run(args: argparse.Namespace, device: torch.device, autocast: bool) -> int:
     _quiet()
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -502,9 +536,9 @@ def main(argv: list[str]) -> int:
             step, memory = compare_step(ctx, args.repeats)
             comparisons.update({k: v for k, v in (("step", step), ("memory", memory)) if k in args.only})
         elif name == "fisher":
-            comparisons[name] = compare_fisher(ctx, args.repeats, args.fisher_samples)
+            comparisons[name] = compare_fisher(ctx, min(max(2, args.repeats), 3), args.fisher_samples)
         elif name == "epoch":
-            comparisons[name] = compare_epoch(ctx, args.repeats, args.epoch_batches)
+            comparisons[name] = compare_epoch(ctx, max(2, math.ceil(args.repeats / 3)), args.epoch_batches)
         else:
             comparisons[name] = compare_inference(ctx, args.repeats)
 
