@@ -54,3 +54,18 @@ def test_help_commands() -> None:
                              cwd=REPO, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "task" in out.stdout
+
+
+@pytest.mark.slow
+def test_minilm_short_run_is_a_real_result(tmp_path: Path, monkeypatch) -> None:
+    """The shipped model end to end (a few hundred examples): a real, non-test record."""
+    from conftest import GLUE
+    from fishtune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "task=sst2", "mask=fish", "method.r=16", "mask.num_samples=64", "mask.warmup_steps=5",
+                 "train.epochs=1", "train.max_train_samples=256", "train.max_eval_samples=128",
+                 "train.progress=false", f"data.dir={GLUE}", f"runs_root={tmp_path / 'runs'}"]) == 0
+    (rec,) = records(tmp_path / "runs")
+    assert rec["test_model"] is False and rec["model"] == "minilm-l6" and rec["frozen_changed"] == 0
+    assert rec["trainable"]["peft_selected"] == 73728  # 50% of r=16 on query+value: 6 layers * 2 * 16 * (384+384)
