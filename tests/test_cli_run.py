@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 
+import pytest
+
 from conftest import REPO, records
 
 
