@@ -11,7 +11,7 @@ from fishtune.config import config_digest, run_dir, validate
 from fishtune.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-GROUPS = ("model", "task", "method", "mask", "train")
+GROUPS = ("model", "task", "method", "mask", "train", "experiment")
 
 
 def _options(group: str) -> list[str]:
@@ -30,9 +30,17 @@ def test_every_config_composes_and_validates(group: str, option: str) -> None:
     assert str(run_dir(cfg)).startswith("results/runs/")
 
 
+@pytest.mark.parametrize("variant", _options("variant"))
+def test_every_variant_composes(variant: str) -> None:
+    cfg = _compose(f"+variant={variant}")
+    validate(cfg)
+    assert cfg.method.alpha == 2 * cfg.method.r  # the same LoRA scale in every cell
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_yaml_starts_with_the_command_that_uses_it(path: Path) -> None:
-    assert path.read_text().startswith("# fishtune "), f"{path} must start with a `# fishtune ...` comment"
+    text = path.read_text().removeprefix("# @package _global_\n")  # Hydra's header comes first
+    assert text.startswith("# fishtune "), f"{path} must start with a `# fishtune ...` comment"
 
 
 def test_required_keys() -> None:
