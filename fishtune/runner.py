@@ -170,10 +170,28 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
         record.update(status="failed", error=f"{frozen_changed} frozen entries changed", finished_at=now()).save()
         raise FishtuneError(f"{frozen_changed} entries outside the mask changed during training ({folder}); "
                             "this is a fishtune bug, please report it")
-    record.update(status="complete", finished_at=now()).save()
+    baseline = majority_baseline(task, train_data, eval_data)
+    record.update(status="complete", finished_at=now(), majority_baseline=baseline).save()
     (folder / CHECKPOINT).unlink(missing_ok=True)
-    log.info("done: %s  score %.2f (last epoch; best %.2f at epoch %d)", folder, record.data["score"],
-             best["dev"]["score"], best["epoch"])
+    last = history[-1]["dev"]
+    log.info("done: %s\n  dev (last epoch): %s\n  majority class:  %s", folder,
+             ", ".join(f"{k} {v:.2f}" for k, v in last.items()), ", ".join(f"{k} {v:.2f}" for k, v in baseline.items()))
+
+
+def majority_baseline(task: TaskSpec, train: Encoded, evals: dict[str, Encoded]) -> dict[str, float]:
+    """Dev metrics of always predicting the training split's majority class (regression: its mean)."""
+    import numpy as np
+
+    outputs = {}
+    for split, data in evals.items():
+        n = len(data)
+        if task.is_regression:
+            preds = np.full(n, float(train.labels.mean()))
+        else:
+            preds = np.zeros((n, task.num_labels), dtype=np.float32)
+            preds[:, int(train.labels.mode().values)] = 1.0
+        outputs[split] = (preds, data.labels.numpy())
+    return compute_metrics(task, outputs)
 
 
 def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecord, folder: Path, keep: int,

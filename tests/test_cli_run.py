@@ -22,6 +22,7 @@ def test_run_writes_a_complete_record(run_cli, tmp_path: Path) -> None:
     assert rec["best"]["epoch"] == rec["last"]["epoch"] == 1
     assert rec["score"] == rec["epochs"][-1]["dev"]["score"] == rec["last"]["dev"]["score"]
     assert 0 <= rec["score"] <= 100 and "accuracy" in rec["last"]["dev"]
+    assert set(rec["majority_baseline"]) == set(rec["last"]["dev"])  # the same metrics, for context
     assert rec["versions"]["torch"] and rec["hardware"]["device"] == "cpu"
     folder = Path(rec["output_dir"])
     assert (folder / "config.yaml").read_text().count("task:") == 1
