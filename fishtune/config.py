@@ -25,7 +25,7 @@ _DIGEST_EXCLUDE = {
     "data.source",
 }
 
-METHODS = ("lora", "full")
+METHODS = ("lora", "dora", "full")
 MASK_STRATEGIES = ("none", "fish", "random", "reverse")
 
 
@@ -51,7 +51,7 @@ def validate(cfg: DictConfig) -> None:
 
     m = cfg.method
     _check(m.name in METHODS, f"unknown method {m.name!r}; choose one of: {', '.join(METHODS)}")
-    if m.name == "lora":
+    if m.name in ("lora", "dora"):
         _check(m.r >= 1, f"method.r must be >= 1, got {m.r}")
         _check(m.alpha > 0, f"method.alpha must be > 0, got {m.alpha}")
         _check(0 <= m.dropout < 1, f"method.dropout must be in [0, 1), got {m.dropout}")

@@ -9,12 +9,14 @@ existing run folder. From the first write on, the record says `running`; it ends
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MASK_FILE, INIT_FILE, FINAL_FILE = "mask.safetensors", "peft_init.safetensors", "peft_final.safetensors"
+ADAPTER_DIR = "adapter"  # the trained adapter in PEFT's own format (PeftModel.from_pretrained loads it)
 
 
 def pick_device(train_cfg: DictConfig) -> tuple[torch.device, bool]:
@@ -170,6 +173,8 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
         record.update(status="failed", error=f"{frozen_changed} frozen entries changed", finished_at=now()).save()
         raise FishtuneError(f"{frozen_changed} entries outside the mask changed during training ({folder}); "
                             "this is a fishtune bug, please report it")
+    if isinstance(setup.model, PeftModel):
+        _export_adapter(setup.model, folder / ADAPTER_DIR)
     baseline = majority_baseline(task, train_data, eval_data)
     record.update(status="complete", finished_at=now(), majority_baseline=baseline).save()
     (folder / CHECKPOINT).unlink(missing_ok=True)
@@ -217,6 +222,21 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
              ", ".join(f"{f} {v['share_of_mask']:.0%}" for f, v in result.stats["by_family"].items()),
              result.fisher_time_s)
     return result.mask
+
+
+def _export_adapter(model: PeftModel, target: Path) -> None:
+    """`save_pretrained` into a temporary folder, then swap it in (never a half-written adapter)."""
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        model.save_pretrained(str(tmp))
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+    except OSError as err:
+        raise FishtuneError(f"cannot write the adapter to {target}: {err.strerror or err}") from err
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _compiled(model: torch.nn.Module, t: DictConfig) -> torch.nn.Module:

@@ -128,3 +128,23 @@ def test_cli_fish_run_writes_audit_files(run_cli, tmp_path: Path) -> None:
     assert any(not torch.equal(init[n][mask[n]], final[n][mask[n]]) for n in mask)
     assert set(rec["mask_stats"]["by_family"]) == {"lora_A", "lora_B"}
     assert "threshold_ties" in rec["mask_stats"] and rec["time_s"]["fisher"] >= 0
+
+    # The adapter exported in PEFT's format loads onto the same base model and holds the final values.
+    from peft import PeftModel
+
+    from fishtune.models import load_model
+    from fishtune.tasks import get_task
+
+    base = load_model(OmegaConf.load(folder / "config.yaml").model, get_task("mrpc"), seed=1).model
+    loaded = dict(PeftModel.from_pretrained(base, str(folder / "adapter")).named_parameters())
+    for n in final:
+        assert torch.equal(loaded[n], final[n]), n
+
+
+def test_dora_fish_run_masks_the_magnitudes_too(run_cli, tmp_path: Path) -> None:
+    assert run_cli("method=dora", "mask=fish", "method.r=16", "mask.num_samples=16", "mask.warmup_steps=3",
+                   "train.weight_decay=0.1") == 0
+    (rec,) = records(tmp_path / "runs")
+    assert rec["method"] == "dora" and rec["frozen_changed"] == 0
+    assert set(rec["mask_stats"]["by_family"]) == {"lora_A", "lora_B", "lora_magnitude"}
+    assert rec["trainable"]["peft_selected"] == rec["trainable"]["peft_total"] // 2

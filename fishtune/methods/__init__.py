@@ -34,6 +34,7 @@ def apply_method(model: nn.Module, method_cfg: DictConfig) -> MethodSetup:
 
     registry: dict[str, Callable[[nn.Module, DictConfig], MethodSetup]] = {
         "lora": apply_lora,
+        "dora": apply_lora,
         "full": apply_full,
     }
     if method_cfg.name not in registry:

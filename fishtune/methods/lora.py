@@ -1,4 +1,10 @@
-"""LoRA through HF PEFT: W x + (alpha / r) * B A x on the target modules; B starts at zero."""
+"""LoRA and DoRA through HF PEFT.
+
+LoRA: h = W x + (alpha / r) B A x on the target modules; B starts at zero.
+DoRA (`method=dora`): the same A, B plus a magnitude vector m per target, h = m * (W + s B A) x /
+||W + s B A||_col; its `lora_magnitude_vector` is a mask candidate too (not an nn.Linear, so the
+`auto` Fisher estimator scores it with the per-example loop).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ def apply_lora(model: nn.Module, cfg: DictConfig) -> MethodSetup:
         lora_alpha=float(cfg.alpha),
         lora_dropout=float(cfg.dropout),
         target_modules=list(OmegaConf.to_container(cfg.target_modules)),
+        use_dora=cfg.name == "dora",
     )
     peft_model = get_peft_model(model, config)
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
