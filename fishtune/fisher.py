@@ -278,11 +278,13 @@ def _accumulate_hooks(
     with _capture_linear_io(calls):
         logits = _logits(model, batch)
     captured = [(m, a, y) for m, io in calls.items() for a, y in io]
-    _check_captured(captured, batch_size)
     terms = _loss_terms(model, batch["labels"], labels)(logits)
     outputs = [y for _, _, y in captured]
     for j, loss in enumerate(terms):
         grads = torch.autograd.grad(loss, outputs, retain_graph=j < len(terms) - 1, allow_unused=True)
+        # Calls whose output gets no gradient add nothing and need not follow the batch layout
+        # (e.g. DoRA evaluates lora_B(lora_A(I)) for its detached weight norm).
+        _check_captured([c for c, g in zip(captured, grads) if g is not None], batch_size)
         per_example: dict[nn.Linear, dict[str, Tensor]] = {}
         for (m, a, _), g in zip(captured, grads):
             if g is not None:

@@ -133,6 +133,19 @@ def test_auto_matches_loop_on_lora(lora, lora_loop) -> None:
     assert_close(fisher(lora, padded_batches(), "auto"), lora_loop)
 
 
+def test_dora_auto_matches_loop() -> None:
+    """DoRA: A/B by hooks (its detached lora_B(lora_A(I)) call is ignored), magnitudes by the loop."""
+    config = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"], use_dora=True)
+    model = peft.get_peft_model(tiny_bert(), config)
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(p, std=0.5)
+    loop = fisher(model, padded_batches(), "loop")
+    assert any("lora_magnitude" in n for n in loop) and all(t.abs().max() > 0 for t in loop.values())
+    assert_close(fisher(model, padded_batches(), "auto"), loop)
+
+
 def test_full_model_auto_matches_loop_and_hooks_refuses_non_linear() -> None:
     model = tiny_bert()
     names = [n for n, _ in model.named_parameters()]
