@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
@@ -148,3 +149,12 @@ def test_dora_fish_run_masks_the_magnitudes_too(run_cli, tmp_path: Path) -> None
     assert rec["method"] == "dora" and rec["frozen_changed"] == 0
     assert set(rec["mask_stats"]["by_family"]) == {"lora_A", "lora_B", "lora_magnitude"}
     assert rec["trainable"]["peft_selected"] == rec["trainable"]["peft_total"] // 2
+
+
+@pytest.mark.slow
+def test_compiled_masked_run_keeps_frozen_entries(run_cli, tmp_path: Path) -> None:
+    """train.compile=true (inductor; ~1 min on CPU) through the same masked path."""
+    assert run_cli("train.compile=true", "mask=fish", "method.r=16", "mask.num_samples=16",
+                   "mask.warmup_steps=2", "train.weight_decay=0.1") == 0
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "complete" and rec["frozen_changed"] == 0
