@@ -98,7 +98,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     if loaded.is_tiny:
         record.data["note"] = "TEST MODEL: random-init tiny model; this run is not a result"
     record.save()
-    start = time.perf_counter()
+    # Wall time accumulates over sessions: a resumed run adds to what its record had at the last save.
+    start = time.perf_counter() - (record.data.get("time_s", {}).get("total", 0.0) if resuming else 0.0)
     try:
         _train_and_record(cfg, task, setup, loaded.tokenizer, loaded.model, train_ex, eval_ex, record,
                           folder, keep, device, autocast, resuming, start)
@@ -150,7 +151,8 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
         return compute_metrics(task, outputs)
 
     def on_epoch_end(progress) -> None:
-        record.update(epochs=progress.history).save()
+        time_s = dict(record.data.get("time_s", {}), total=round(time.perf_counter() - start, 3))
+        record.update(epochs=progress.history, time_s=time_s).save()
 
     train_model = _compiled(model, t) if t.compile else model
     trainer = Trainer(train_model, t, device=device, autocast=autocast, seed=int(cfg.seed), pad_id=pad_id,

@@ -56,4 +56,5 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path: Path) -> No
     assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in ref["epochs"]]
     for name in ("peft_final.safetensors", "mask.safetensors", "peft_init.safetensors"):
         assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
+    assert got["time_s"]["total"] >= got["time_s"]["train"]  # wall time adds up over both sessions
     assert not checkpoint.exists()  # a complete run drops its checkpoint
