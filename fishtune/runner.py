@@ -110,6 +110,9 @@ def run_experiment(cfg: DictConfig) -> dict:
         record.update(status="failed", error="CUDA out of memory", finished_at=now()).save()
         raise FishtuneError(f"CUDA out of memory in {folder}; lower train.batch_size (now {cfg.train.batch_size}) "
                             "or train.max_seq_length") from err
+    except KeyboardInterrupt:
+        record.update(status="interrupted", finished_at=now()).save()  # rerun the command to resume
+        raise
     except BaseException as err:
         atomic_write_text(folder / "traceback.txt", traceback.format_exc())
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback="traceback.txt",
