@@ -16,6 +16,7 @@ def convergence_figure(runs: pd.DataFrame, path: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     for task, group in runs.groupby("task"):
@@ -27,6 +28,7 @@ def convergence_figure(runs: pd.DataFrame, path: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for config, c in curves.groupby("config"):
             ax.plot(c["epoch"], c["score"], marker="o", label=config)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="dev score", title=f"{task}: dev score by epoch (mean over seeds)")
         ax.legend(fontsize=7)
         fig.tight_layout()
