@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,18 @@ import torch
 from conftest import GLUE, TINY, records
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "fishtune.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch, capsys):
+    """Run `fishtune <args>` in-process from tmp_path; returns (exit code, stderr)."""
+    from fishtune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        return code, capsys.readouterr().err
+
+    return run
 
 
 def _glue_copy(tmp_path: Path, task_dir: str, train_text: str | None = None) -> Path:
@@ -47,12 +53,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("overrides,words", CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_bad_input_gives_one_clear_error(overrides: list[str], words: list[str], tmp_path: Path) -> None:
-    out = _cli("run", *TINY, *overrides, cwd=tmp_path)
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr, out.stderr
+def test_bad_input_gives_one_clear_error(overrides: list[str], words: list[str], tmp_path: Path, cli) -> None:
+    code, err = cli("run", *TINY, *overrides)
+    assert code != 0
+    assert "Traceback" not in err, err
     for word in words:
-        assert word in out.stderr, f"{word!r} not in: {out.stderr}"
+        assert word in err, f"{word!r} not in: {err}"
     assert not (tmp_path / "results" / "runs").exists() or not list((tmp_path / "results").rglob("results.json"))
 
 
@@ -62,22 +68,25 @@ def test_bad_input_gives_one_clear_error(overrides: list[str], words: list[str],
     ("sentence\tlabel\nfine film \t7\n", ["train.tsv", "line 2", "7"]),
     ("sentence\tlabel\n", ["train.tsv", "no"]),
 ])
-def test_malformed_data_names_file_and_line(content: str, words: list[str], tmp_path: Path) -> None:
+def test_malformed_data_names_file_and_line(content: str, words: list[str], tmp_path: Path, cli) -> None:
     glue = _glue_copy(tmp_path, "SST-2", content)
-    out = _cli("run", *TINY, "task=sst2", f"data.dir={glue}", cwd=tmp_path)
-    assert out.returncode != 0 and "Traceback" not in out.stderr
+    code, err = cli("run", *TINY, "task=sst2", f"data.dir={glue}")
+    assert code != 0 and "Traceback" not in err
     for word in words:
-        assert word in out.stderr, f"{word!r} not in: {out.stderr}"
+        assert word in err, f"{word!r} not in: {err}"
 
 
 def test_bad_rerun_leaves_an_existing_run_folder_untouched(run_cli, tmp_path: Path) -> None:
     assert run_cli() == 0
     (rec,) = records(tmp_path / "runs")
     folder = Path(rec["output_dir"])
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    def contents() -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    before = contents()
     assert run_cli("train.lr=0", f"output_dir={folder}") != 0
     assert run_cli("train.resume=false", "data.dir=/nonexistent", f"output_dir={folder}") != 0
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert contents() == before
 
 
 def test_a_failing_cell_does_not_stop_the_sweep(run_cli, tmp_path: Path, capsys) -> None:

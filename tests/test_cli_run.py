@@ -71,3 +71,10 @@ def test_minilm_short_run_is_a_real_result(tmp_path: Path, monkeypatch) -> None:
     (rec,) = records(tmp_path / "runs")
     assert rec["test_model"] is False and rec["model"] == "minilm-l6" and rec["frozen_changed"] == 0
     assert rec["trainable"]["peft_selected"] == 73728  # 50% of r=16 on query+value: 6 layers * 2 * 16 * (384+384)
+
+
+def test_bad_input_exit_status_of_the_real_process(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "fishtune.cli", "run", "model=tiny-bert", "train.lr=0"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "fishtune: error: train.lr must be > 0, got 0"
