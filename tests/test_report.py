@@ -43,6 +43,7 @@ def test_report_aggregates_seeds_and_skips_unfinished(tmp_path: Path, capsys) ->
     tex = (out / "glue.tex").read_text()
     assert "72.00 $\\pm$ 2.00" in tex and "\\toprule" in tex
     assert (out / "convergence_rte.png").stat().st_size > 1000
+    assert "| minilm-l6 / lora-r16 / fish | 100 | 80.00 | 1 | 72.00 ± 2.00 | 3 | 76.00 |" in (out / "tables.md").read_text()
     assert "72.00 ± 2.00" in capsys.readouterr().out
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from .figures import convergence_figure
 from .records import load_records
-from .tables import cost_table, glue_table, mask_share_table, to_display, to_latex
+from .tables import cost_table, glue_table, mask_share_table, to_display, to_latex, to_markdown
 
 
 def main(argv: list[str]) -> int:
@@ -42,10 +42,16 @@ def main(argv: list[str]) -> int:
     glue = glue_table(runs)
     atomic_write_text(out / "glue.csv", glue.to_csv())
     atomic_write_text(out / "glue.tex", to_latex(glue))
-    atomic_write_text(out / "cost.csv", cost_table(runs).to_csv())
-    atomic_write_text(out / "mask_share.csv", mask_share_table(runs).to_csv())
+    cost, share = cost_table(runs), mask_share_table(runs)
+    atomic_write_text(out / "cost.csv", cost.to_csv())
+    atomic_write_text(out / "mask_share.csv", share.to_csv())
+    atomic_write_text(out / "tables.md", "\n\n".join([
+        "## Dev score (mean ± std over seeds)\n\n" + to_markdown(to_display(glue)),
+        "## Cost (means per run)\n\n" + to_markdown(cost.reset_index(level=[1, 2])),
+        "## Share of the mask in LoRA's A matrices\n\n" + to_markdown(share.reset_index(level=1)),
+    ]))
     figures = convergence_figure(runs, out / "convergence.png")
     print(to_display(glue).to_string())
     print(f"\n{len(runs)} runs -> {out}/glue.csv, glue.tex, cost.csv, mask_share.csv, "
-          f"{len(figures)} convergence figure(s)")
+          f"tables.md, {len(figures)} convergence figure(s)")
     return 0

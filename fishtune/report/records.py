@@ -49,7 +49,7 @@ def _flatten(rec: dict, folder: Path) -> dict:
         "head": rec["trainable"]["head"],
         "share_lora_A": families.get("lora_A", {}).get("share_of_mask"),
         "time_total_s": time_s.get("total"), "time_train_s": time_s.get("train"),
-        "time_fisher_s": time_s.get("fisher"), "peak_rss_bytes": (rec.get("memory") or {}).get("cpu_peak_rss_bytes"),
+        "time_fisher_s": time_s.get("fisher"), "time_fisher_warmup_s": time_s.get("fisher_warmup"), "peak_rss_bytes": (rec.get("memory") or {}).get("cpu_peak_rss_bytes"),
         "peak_gpu_bytes": (rec.get("memory") or {}).get("gpu_peak_allocated_bytes"),
         "device": (rec.get("hardware") or {}).get("device"), "epochs": rec.get("epochs", []),
         "metrics": rec.get("last", {}).get("dev", {}), "folder": str(folder),

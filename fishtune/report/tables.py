@@ -61,14 +61,24 @@ def to_latex(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of `frame` (index as the first column)."""
+    header = [str(frame.index.name or ""), *map(str, frame.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in frame.iterrows():
+        cells = index if isinstance(index, tuple) else (index,)
+        lines.append("| " + " | ".join([*map(str, cells), *("–" if pd.isna(v) else str(v) for v in row)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _tex(text: str) -> str:
     return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$")
 
 
 def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration and task: trainable entries, Fisher/train/total seconds, peak memory (means)."""
+    """Per configuration and task: trainable entries, warm-up/Fisher/train/total seconds, peak memory (means)."""
     runs = runs.assign(config=runs.apply(config_label, axis=1), peak_rss_mib=runs["peak_rss_bytes"] / 2**20)
-    cols = ["trainable", "time_fisher_s", "time_train_s", "time_total_s", "peak_rss_mib"]
+    cols = ["trainable", "time_fisher_warmup_s", "time_fisher_s", "time_train_s", "time_total_s", "peak_rss_mib"]
     return runs.groupby(["config", "task", "device"])[cols].mean().round(2)
 
 
