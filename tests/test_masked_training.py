@@ -124,6 +124,7 @@ def test_cli_fish_run_writes_audit_files(run_cli, tmp_path: Path) -> None:
     assert rec["frozen_changed"] == 0 and rec["status"] == "complete"
     selected = sum(int(m.sum()) for m in mask.values())
     assert selected == rec["trainable"]["peft_selected"] == rec["trainable"]["peft_total"] // 2
+    assert 0 < rec["trainable"]["peft_moved"] <= selected
     for n in mask:
         assert torch.equal(init[n][~mask[n]], final[n][~mask[n]])
     assert any(not torch.equal(init[n][mask[n]], final[n][mask[n]]) for n in mask)
