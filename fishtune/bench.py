@@ -45,12 +45,14 @@ from torch import Tensor, nn
 from .atomic import atomic_write_json
 from .batching import Encoded, collate, encode, iterate, train_order
 from .data import DEFAULT_GLUE_DIR, load_split
+from .errors import ConfigError
 from .fisher import empirical_fisher
 from .frozen import EntryMask
 from .masking import select_mask
 from .methods import MethodSetup, apply_method
 from .models import MINILM_PACKAGE, load_model, package_model_dir, uses_token_type_ids
 from .record import environment
+from .runner import pick_device
 from .tasks import get_task
 from .train import (
     Trainer,
@@ -132,15 +134,6 @@ def arm(label: str, times: list[float], *, items: int | None = None, unit: str |
 
 
 # --- setup -----------------------------------------------------------------------------------
-
-
-def resolve_device(device: str, precision: str) -> tuple[torch.device, bool]:
-    """(device, bf16 autocast?) as `fishtune run` resolves train.device/train.precision."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda" if use_cuda else "cpu")
-    if precision == "auto":
-        return dev, use_cuda and torch.cuda.is_bf16_supported()
-    return dev, precision == "bf16"
 
 
 def load_bench_model(name: str, *, seed: int) -> tuple[nn.Module, Any, str]:
@@ -500,10 +493,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Run the selected comparisons, print the table, write the JSON; 0 on success."""
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("fishtune bench: error: --device cuda but no CUDA device is visible", file=sys.stderr)
+    try:  # the same resolution as `fishtune run` (train.device / train.precision)
+        device, autocast = pick_device(OmegaConf.create({"device": args.device, "precision": args.precision}))
+    except ConfigError as err:
+        print(f"fishtune bench: error: {err}", file=sys.stderr)
         return 2
-    device, autocast = resolve_device(args.device, args.precision)
     on_cuda = int(device.type == "cuda")
     args.repeats = args.repeats or DEFAULT_REPEATS[on_cuda]
     args.fisher_samples = args.fisher_samples or DEFAULT_FISHER_SAMPLES[on_cuda]

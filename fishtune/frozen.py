@@ -57,15 +57,16 @@ class EntryMask:
         return sum(t.numel() * t.element_size() for t in self.keep + self.frozen_values)
 
 
-def count_changed(model: nn.Module, initial: Mapping[str, Tensor], mask: Mapping[str, Tensor]) -> int:
-    """Entries outside `mask` whose bits differ from `initial` (0 means frozen stayed frozen)."""
+def count_changed(model: nn.Module, initial: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None) -> int:
+    """Entries of `initial`'s tensors whose bits now differ, counting only those outside `mask` if
+    given (0 then means frozen stayed frozen); without a mask, every entry that moved."""
     params = dict(model.named_parameters())
     changed = 0
-    for name, m in mask.items():
-        now = params[name].detach().cpu()
-        before = initial[name].cpu()
-        differs = _bits(now) != _bits(before)
-        changed += int((differs & ~m.cpu()).sum())
+    for name, before in initial.items():
+        differs = _bits(params[name].detach().cpu()) != _bits(before.cpu())
+        if mask is not None:
+            differs &= ~mask[name].cpu()
+        changed += int(differs.sum())
     return changed
 
 

@@ -166,8 +166,7 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
     _save_params(folder / FINAL_FILE, params, setup.method_params)
     frozen_changed = count_changed(model, initial, mask) if mask is not None else 0
     # Entries that actually moved: a selected entry can stay put (e.g. LoRA A under a frozen zero B).
-    record.data["trainable"]["peft_moved"] = count_changed(model, initial, {n: torch.zeros_like(v, dtype=torch.bool)
-                                                                            for n, v in initial.items()})
+    record.data["trainable"]["peft_moved"] = count_changed(model, initial)
     history = progress.history
     best = max(history, key=lambda e: e["dev"]["score"])
     time_s = dict(record.data.get("time_s", {}))
