@@ -89,8 +89,9 @@ def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig,
 def _fisher_batches(data: Encoded, mask_cfg: DictConfig, *, seed: int, pad_id: int,
                     device: torch.device) -> Iterator[dict[str, Tensor]]:
     """The first `num_samples` examples of a seeded shuffle, length-grouped (exact either way)."""
-    order = train_order(data.lengths(), batch_size=len(data), seed=seed, epoch=-1, group_by_length=False)[0]
-    chosen = sorted(order[: mask_cfg.num_samples], key=lambda i: data.lengths()[i])
+    lengths = data.lengths()
+    order = train_order(lengths, batch_size=len(data), seed=seed, epoch=-1, group_by_length=False)[0]
+    chosen = sorted(order[: mask_cfg.num_samples], key=lengths.__getitem__)
     size = mask_cfg.fisher_batch_size
     batches = [chosen[s: s + size] for s in range(0, len(chosen), size)]
     return iterate(data, batches, pad_id=pad_id, multiple=1, device=device)
@@ -102,10 +103,11 @@ def _dense_warmup(model: nn.Module, data: Encoded, *, steps: int, batch_size: in
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, lr=lr, weight_decay=0.0, device=device)
     model.train()
+    lengths = data.lengths()
     done = 0
     epoch = -2
     while done < steps:
-        order = train_order(data.lengths(), batch_size=batch_size, seed=seed, epoch=epoch, group_by_length=False)
+        order = train_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch, group_by_length=False)
         for batch in iterate(data, order[: steps - done], pad_id=pad_id, multiple=1, device=device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(**model_inputs(batch)).logits
