@@ -23,10 +23,19 @@ if TYPE_CHECKING:
     from .train import Progress
 
 
+_COMPILED_PREFIX = "_orig_mod."
+
+
+def plain_name(name: str) -> str:
+    """A parameter's name without torch.compile's `_orig_mod.` wrapper prefix: checkpoints store
+    the uncompiled names, so a run resumes whether or not `train.compile` was on before."""
+    return name.replace(_COMPILED_PREFIX, "")
+
+
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
                     progress: "Progress") -> None:
     state = {
-        "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+        "trainable": {plain_name(n): p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "progress": dataclasses.asdict(progress),
@@ -47,7 +56,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a foreign or damaged file: say which, don't guess
         raise FishtuneError(f"cannot read checkpoint {path}: {err}; delete it or run with train.resume=false") from err
-    params = dict(model.named_parameters())
+    params = {plain_name(n): p for n, p in model.named_parameters()}
+    missing = sorted(set(state["trainable"]) - set(params))
+    if missing:
+        raise FishtuneError(f"checkpoint {path} does not match the model (e.g. {missing[0]!r}); "
+                            "delete it or run with train.resume=false")
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value)

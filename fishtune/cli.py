@@ -1,4 +1,4 @@
-"""`fishtune run|report|bench`: a thin dispatcher in front of the Hydra app and the tools.
+"""`fishtune run|report|bench|export`: a thin dispatcher in front of the Hydra app and the tools.
 
 Hydra owns `fishtune run ...` (overrides, `-m` multirun, `--help`, `--cfg job`); the other
 commands use argparse. Each run is isolated: a failing cell is recorded and the sweep goes on;
@@ -21,6 +21,9 @@ commands:
                       lists the config groups and keys
   report [options]    aggregate run records into CSV/LaTeX tables and figures (`fishtune report --help`)
   bench [options]     speed benchmark: masked vs vanilla step, Fisher estimators, epoch throughput
+  export RUN_DIR [--merge] [--out DIR]
+                      a run's trained adapter (library format), or with --merge LoRA/DoRA folded
+                      into a plain transformers model
 
 examples:
   fishtune run                                    # MiniLM-L6 + LoRA r=8 on MRPC (shipped model and data)
@@ -49,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(rest)
-    print(f"fishtune: error: unknown command {command!r}; choose run, report or bench\n\n{USAGE}", file=sys.stderr)
+    if command == "export":
+        _quiet_libraries()
+        from .export import main as export_main
+
+        return export_main(rest)
+    print(f"fishtune: error: unknown command {command!r}; choose run, report, bench or export\n\n{USAGE}", file=sys.stderr)
     return 2
 
 
@@ -66,6 +74,9 @@ def _run(args: list[str]) -> int:
     except SystemExit as exit_:  # Hydra exits 1 on a composition error after printing it
         if exit_.code not in (0, None):
             return int(exit_.code) if isinstance(exit_.code, int) else 1
+    except ValueError as err:  # Hydra's own argument checks, e.g. `-m` together with `--cfg`
+        print(f"fishtune: error: {err}", file=sys.stderr)
+        return 2
     return _summarise(OUTCOMES, multirun=bool(multirun))
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .errors import ConfigError
 
@@ -19,18 +20,20 @@ _DIGEST_EXCLUDE = {
     "train.checkpoint_every",
     "train.log_every",
     "train.progress",
-    "train.device",
-    "train.compile",
+    "train.device",        # replaced by the resolved device type (see `comparable_config`)
+    "train.precision",     # replaced by the resolved precision
+    "train.compile",       # numerics aside, a compiled run resumes an eager checkpoint and back
     "data.dir",
     "data.source",
 }
 
-METHODS = ("lora", "dora", "full")
 MASK_STRATEGIES = ("none", "fish", "random", "reverse")
+MASK_CONFIGS = (*MASK_STRATEGIES, "fish_live")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` (one line: what is wrong, how to fix it) for out-of-range values."""
+    from .methods import method_config, validate_method
     from .tasks import get_task
 
     get_task(cfg.task.name)
@@ -45,31 +48,35 @@ def validate(cfg: DictConfig) -> None:
     for key in ("max_steps", "max_train_samples", "max_eval_samples", "checkpoint_every"):
         value = t.get(key)
         _check(value is None or value >= 1, f"train.{key} must be null or >= 1, got {value}")
+    _check(isinstance(t.get("eval_subset_seed"), int), f"train.eval_subset_seed must be an integer, got {t.get('eval_subset_seed')!r}")
     _check(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")
     _check(cfg.data.source in ("auto", "local", "hub"), f"data.source must be auto, local or hub, got {cfg.data.source!r}")
 
-    m = cfg.method
-    _check(m.name in METHODS, f"unknown method {m.name!r}; choose one of: {', '.join(METHODS)}")
-    if m.name in ("lora", "dora"):
-        _check(m.r >= 1, f"method.r must be >= 1, got {m.r}")
-        _check(m.alpha > 0, f"method.alpha must be > 0, got {m.alpha}")
-        _check(0 <= m.dropout < 1, f"method.dropout must be in [0, 1), got {m.dropout}")
-        _check(len(m.target_modules) > 0, "method.target_modules must name at least one module")
+    validate_method(cfg.method)  # the method registry's schema: unknown keys and bad values, one line
 
     k = cfg.mask
-    _check(k.name in MASK_STRATEGIES, f"unknown mask {k.name!r}; choose one of: {', '.join(MASK_STRATEGIES)}")
+    _check(k.name in MASK_CONFIGS, f"unknown mask {k.name!r}; choose one of: {', '.join(MASK_CONFIGS)}")
     if k.name == "none":
         return
     _check(k.strategy in MASK_STRATEGIES[1:], f"mask.strategy must be fish, random or reverse, got {k.strategy!r}")
     _check(0 < float(k.keep_ratio) <= 1, f"mask.keep_ratio must be in (0, 1], got {k.keep_ratio}")
     _check(k.keep is None or k.keep >= 1, f"mask.keep must be null or >= 1, got {k.keep}")
+    if k.get("keep_match") is not None:
+        _check(k.keep is None, "mask.keep and mask.keep_match both set the budget; set one of them")
+        try:
+            matched = method_config(k.keep_match)
+        except ConfigError as err:
+            raise ConfigError(f"mask.keep_match: {err}") from None
+        validate_method(matched, where="mask.keep_match")
     _check(k.num_samples >= 1, f"mask.num_samples must be >= 1, got {k.num_samples}")
     _check(k.fisher_batch_size >= 1, f"mask.fisher_batch_size must be >= 1, got {k.fisher_batch_size}")
     _check(k.labels in ("empirical", "expected"), f"mask.labels must be empirical or expected, got {k.labels!r}")
     _check(k.scope in ("global", "per_tensor"), f"mask.scope must be global or per_tensor, got {k.scope!r}")
-    _check(k.estimator in ("auto", "hooks", "loop"), f"mask.estimator must be auto, hooks or loop, got {k.estimator!r}")
+    _check(k.estimator in ("auto", "func", "hooks", "loop"), f"mask.estimator must be auto, func, hooks or loop, got {k.estimator!r}")
     _check(k.fisher_at in ("init", "warmup"), f"mask.fisher_at must be init or warmup, got {k.fisher_at!r}")
+    _check(isinstance(k.get("live", False), bool), f"mask.live must be true or false, got {k.get('live')!r}")
+    _check(not (k.get("live") and k.scope != "global"), "mask.live=true needs mask.scope=global")
     _check(k.warmup_steps >= 0, f"mask.warmup_steps must be >= 0, got {k.warmup_steps}")
 
 
@@ -78,8 +85,34 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def config_digest(cfg: DictConfig) -> str:
-    """8 hex digits of SHA-256 over the resolved config minus execution-only keys."""
+def resolved_runtime(train_cfg: DictConfig) -> dict[str, str]:
+    """The device type and precision a run will use: `train.device=auto` and `train.precision=auto`
+    resolved on this machine (auto = CUDA with bf16 autocast when present, else CPU fp32)."""
+    import torch
+
+    if train_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+    use_cuda = train_cfg.device == "cuda" or (train_cfg.device == "auto" and torch.cuda.is_available())
+    if train_cfg.precision == "auto":
+        bf16 = use_cuda and torch.cuda.is_bf16_supported()
+    else:
+        bf16 = train_cfg.precision == "bf16"
+    return {"device": "cuda" if use_cuda else "cpu", "precision": "bf16" if bf16 else "fp32"}
+
+
+def comparable_config(cfg: DictConfig, *, runtime: dict[str, str] | None = None, seed: bool = False) -> dict:
+    """The resolved config as a plain dict, minus execution-only keys, with `train.device` and
+    `train.precision` replaced by what they resolve to (`runtime`, default: this machine).
+
+    Without `seed`, the seed is replaced by a placeholder *before* resolving, so keys that follow it
+    (`mask.seed: ${seed}`) drop out with it while an explicit `mask.seed=7` stays: two runs that
+    differ only by their seed have the same comparable config (the reporter's unit of pooling).
+    """
+    runtime = runtime or resolved_runtime(cfg.train)
+    cfg = copy.deepcopy(cfg)
+    if not seed:
+        with open_dict(cfg):
+            cfg.seed = "<seed>"
     data = OmegaConf.to_container(cfg, resolve=True)
     for dotted in _DIGEST_EXCLUDE:
         *parents, leaf = dotted.split(".")
@@ -88,12 +121,31 @@ def config_digest(cfg: DictConfig) -> str:
             node = node.get(p, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
+    data.pop("hydra", None)
+    data.setdefault("train", {}).update(runtime)
+    if not seed:
+        data.pop("seed", None)
+    return data
 
 
-def run_dir(cfg: DictConfig) -> Path:
-    """The run folder: `output_dir` if set, else a readable path unique per configuration."""
+def digest(data: dict, length: int = 8) -> str:
+    """Hex SHA-256 of a JSON-able dict (sorted keys), cut to `length` digits."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def config_digest(cfg: DictConfig, *, runtime: dict[str, str] | None = None) -> str:
+    """8 hex digits naming the run folder: the comparable config *with* the seed."""
+    return digest(comparable_config(cfg, runtime=runtime, seed=True))
+
+
+def comparison_digest(cfg: DictConfig, *, runtime: dict[str, str] | None = None) -> str:
+    """12 hex digits shared by the seeds of one configuration (recorded; the reporter pools by it)."""
+    return digest(comparable_config(cfg, runtime=runtime), 12)
+
+
+def run_dir(cfg: DictConfig, *, runtime: dict[str, str] | None = None) -> Path:
+    """The run folder: `output_dir` if set, else a readable path unique per configuration, device
+    type and precision (a GPU rerun of a cell done on CPU gets its own folder)."""
     if cfg.get("output_dir"):
         return Path(cfg.output_dir)
     return (
@@ -102,5 +154,17 @@ def run_dir(cfg: DictConfig) -> Path:
         / cfg.model.name
         / str(cfg.method.tag)
         / str(cfg.mask.tag)
-        / f"seed{cfg.seed}-{config_digest(cfg)}"
+        / f"seed{cfg.seed}-{config_digest(cfg, runtime=runtime)}"
     )
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3} (lists stay values)."""
+    flat: dict = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -21,7 +21,6 @@ which makes the two masks disjoint whenever 2k <= N, ties or not.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 
 import torch
@@ -111,34 +110,20 @@ def _quotas(sizes: list[int], keep: int) -> list[int]:
     return quotas
 
 
-def family_of(name: str) -> str:
-    """The parameter family a mask entry belongs to, from its name.
-
-    "lora_A", "lora_B", "lora_magnitude" (DoRA), "adapter_down"/"adapter_up" (a name containing
-    "adapter" with a "down"/"up" component), otherwise the last dotted component ("weight", "bias").
-    """
-    for family in ("lora_A", "lora_B", "lora_magnitude"):
-        if family in name:
-            return family
-    if "adapter" in name:
-        parts = set(re.split(r"[._]", name))
-        for side in ("down", "up"):
-            if side in parts:
-                return f"adapter_{side}"
-    return name.rsplit(".", 1)[-1]
-
-
-def mask_stats(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor] | None = None) -> dict:
+def mask_stats(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor] | None = None, *,
+               families: Mapping[str, str] | None = None) -> dict:
     """Counts that make a mask auditable.
 
     Returns ``selected`` (True entries), ``total`` and ``by_family`` ({family: {selected, total,
-    share_of_mask}}, share_of_mask = family's selected / all selected). With ``scores``, also
+    share_of_mask}}, share_of_mask = family's selected / all selected), where ``families`` maps each
+    parameter name to the family its method declared (`MethodSetup.candidates`; without it every
+    tensor counts as family "all"). With ``scores``, also
     ``threshold_ties``: entries outside the mask whose score equals the boundary score (the k-th kept
     one), and ``zero_score_selected``: kept entries whose score is exactly 0.
     """
     by_family: dict[str, dict[str, float]] = {}
     for name, m in mask.items():
-        fam = by_family.setdefault(family_of(name), {"selected": 0, "total": 0})
+        fam = by_family.setdefault(families[name] if families is not None else "all", {"selected": 0, "total": 0})
         fam["selected"] += int(m.sum())
         fam["total"] += m.numel()
     selected = sum(int(f["selected"]) for f in by_family.values())

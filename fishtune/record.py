@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import platform
 import resource
-import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 
 from .atomic import atomic_write_json
 from .errors import FishtuneError
+from .provenance import AT_IMPORT
 
 RECORD_NAME = "results.json"
 _LIBRARIES = ("fishtune", "torch", "transformers", "peft", "datasets", "hydra-core", "omegaconf", "numpy")
@@ -65,27 +65,45 @@ def environment(device: torch.device) -> dict[str, Any]:
     hardware = {"device": str(device), "cpu_count": _cpu_count(), "platform": platform.platform()}
     if device.type == "cuda":
         hardware["gpu"] = torch.cuda.get_device_name(device)
-    return {"versions": versions, "git": git_revision(), "hardware": hardware, "torch_threads": torch.get_num_threads()}
+    return {"versions": versions, "git": dict(AT_IMPORT), "hardware": hardware, "torch_threads": torch.get_num_threads()}
 
 
-def git_revision() -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+_RSS_RESET = False  # whether reset_peak_memory could reset the RSS peak
+
+
+def reset_peak_memory() -> None:
+    """Start this run's peak-memory window: the process's peak RSS (Linux: `echo 5 >
+    /proc/self/clear_refs`) and the CUDA allocator's peak. In a multirun each cell then reports its
+    own peak instead of inheriting the largest of the cells before it."""
+    global _RSS_RESET
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    if rev.returncode != 0:
-        return {"commit": None, "dirty": None}
-    return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        _CLEAR_REFS.write_text("5")
+        _RSS_RESET = True
+    except OSError:
+        _RSS_RESET = False  # not Linux, or not allowed: peak_memory says the figure covers the process
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
 
 
-def peak_memory(device: torch.device) -> dict[str, int | None]:
-    """Peak resident memory of this process (CPU) and peak allocated CUDA memory, in bytes."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """Peak resident memory (bytes) since `reset_peak_memory`, and the peak allocated CUDA memory.
+
+    `cpu_peak_scope` says what the RSS figure covers: "run" (since this run's reset) or "process"
+    (the process's lifetime, when the peak could not be reset). Both cover this session of the run
+    only: a resumed run measures from its resume."""
+    scope, rss = "process", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    try:
+        if not _RSS_RESET:
+            raise OSError("peak RSS was not reset")
+        hwm = next(line for line in _STATUS.read_text().splitlines() if line.startswith("VmHWM:"))
+        rss, scope = int(hwm.split()[1]) * 1024, "run"
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
     gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return {"cpu_peak_rss_bytes": rss, "gpu_peak_allocated_bytes": gpu}
+    return {"cpu_peak_rss_bytes": rss, "cpu_peak_scope": scope, "gpu_peak_allocated_bytes": gpu,
+            "gpu_peak_scope": "run" if gpu is not None else None}
 
 
 def _cpu_count() -> int | None:

@@ -8,6 +8,7 @@ existing run folder. From the first write on, the record says `running`; it ends
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -16,21 +17,21 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
-from .config import run_dir, validate
+from .config import comparable_config, comparison_digest, flatten, resolved_runtime, run_dir, validate
 from .data import DEFAULT_GLUE_DIR, Example, load_split
 from .errors import ConfigError, DivergedError, FishtuneError
 from .frozen import EntryMask, count_changed
-from .methods import MethodSetup, apply_method
+from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
 from .models import load_model, uses_token_type_ids
-from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record
-from .selection import build_mask, mask_budget
+from .lock import RunFolderLock, check_unlocked
+from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
+from .selection import build_mask, mask_budget, matched_budget
 from .tasks import TaskSpec, get_task
 from .train import Trainer, predict, seed_everything
 
@@ -38,18 +39,13 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MASK_FILE, INIT_FILE, FINAL_FILE = "mask.safetensors", "peft_init.safetensors", "peft_final.safetensors"
-ADAPTER_DIR = "adapter"  # the trained adapter in PEFT's own format (PeftModel.from_pretrained loads it)
+ADAPTER_DIR = "adapter"  # the trained adapter in its library's format (PEFT or AdapterHub; `methods.save_adapter`)
 
 
 def pick_device(train_cfg: DictConfig) -> tuple[torch.device, bool]:
     """(device, bf16 autocast on?) from train.device and train.precision."""
-    if train_cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
-    use_cuda = train_cfg.device == "cuda" or (train_cfg.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
-    if train_cfg.precision == "auto":
-        return device, use_cuda and torch.cuda.is_bf16_supported()
-    return device, train_cfg.precision == "bf16"
+    runtime = resolved_runtime(train_cfg)
+    return torch.device(runtime["device"]), runtime["precision"] == "bf16"
 
 
 def glue_dir(cfg: DictConfig) -> Path:
@@ -63,21 +59,45 @@ def glue_dir(cfg: DictConfig) -> Path:
 def run_experiment(cfg: DictConfig) -> dict:
     """Run (or resume, or skip if complete) the configured experiment; return its record."""
     validate(cfg)
-    folder = run_dir(cfg)
+    runtime = resolved_runtime(cfg.train)
+    folder = run_dir(cfg, runtime=runtime)
+    check_unlocked(folder)  # another live process writes there: stop now, touching nothing
     existing = read_record(folder / RECORD_NAME)
     if existing and existing.get("status") == "complete" and cfg.train.resume:
-        log.info("already complete: %s (score %s); train.resume=false reruns it", folder, existing.get("score"))
-        return {**existing, "status": "skipped"}
+        return _skipped(folder, existing)
 
     task = get_task(cfg.task.name)
+    reset_peak_memory()
     seed_everything(cfg.seed)
     device, autocast = pick_device(cfg.train)
     train_ex, eval_ex = _load_data(cfg, task)
     loaded = load_model(cfg.model, task, seed=cfg.seed)
+    # mask.keep_match: the matched method config is counted on a fresh copy of this very model.
+    base = copy.deepcopy(loaded.model) if cfg.mask.name != "none" and cfg.mask.get("keep_match") is not None else None
     setup = apply_method(loaded.model, cfg.method)
     method_total, head_total = setup.count(setup.method_params), setup.count(setup.head_params)
-    keep = None if cfg.mask.name == "none" else mask_budget(cfg.mask, method_total=method_total, head_total=head_total)
+    matched = matched_budget(base, cfg.mask, own_dense=setup.count(setup.dense)) if base is not None else None
+    del base
+    keep = None if cfg.mask.name == "none" else mask_budget(cfg.mask, method_total=method_total, head_total=head_total,
+                                                              matched=matched)
 
+    with RunFolderLock(folder):  # one writer per run folder, from the first write to the last
+        existing = read_record(folder / RECORD_NAME)  # as it is now that the folder is ours
+        if existing and existing.get("status") == "complete" and cfg.train.resume:
+            return _skipped(folder, existing)
+        return _run_locked(cfg, runtime, folder, existing, task, loaded, setup, train_ex, eval_ex,
+                           method_total, head_total, keep, device, autocast)
+
+
+def _skipped(folder: Path, existing: dict) -> dict:
+    log.info("already complete: %s (score %s); train.resume=false reruns it", folder, existing.get("score"))
+    return {**existing, "status": "skipped"}
+
+
+def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing: dict | None, task: TaskSpec,
+                loaded, setup: MethodSetup, train_ex, eval_ex, method_total: int, head_total: int,
+                keep: int | None, device: torch.device, autocast: bool) -> dict:
+    """Everything that writes into the run folder (the caller holds its lock)."""
     # Nothing was written so far; from here on the run folder is ours.
     resuming = bool(cfg.train.resume and (folder / CHECKPOINT).exists())
     if not resuming:
@@ -89,11 +109,19 @@ def run_experiment(cfg: DictConfig) -> dict:
         "status": "running", "task": task.name, "model": cfg.model.name, "model_source": loaded.source,
         "test_model": loaded.is_tiny, "method": cfg.method.name, "method_tag": str(cfg.method.tag),
         "mask": cfg.mask.name, "mask_tag": str(cfg.mask.tag), "seed": int(cfg.seed),
-        "trainable": {"peft_total": method_total, "peft_selected": keep or method_total, "head": head_total},
+        "trainable": {"peft_total": method_total, "peft_selected": keep or method_total,
+                      "peft_live": keep or method_total, "head": head_total, "dense": setup.count(setup.dense),
+                      **({"inference": setup.inference_count} if setup.inference_count is not None else {}),
+                      "by_family": _family_totals(setup)},
+        "padding_sensitive": setup.padding_sensitive,
         "output_dir": str(folder), "config": "config.yaml", "started_at": now(),
-        "resumed": resuming, **environment(device), "precision": "bf16" if autocast else "fp32",
+        "resumed": resuming, **environment(device), "precision": runtime["precision"],
+        "comparison": {"digest": comparison_digest(cfg, runtime=runtime),
+                       "config": flatten(comparable_config(cfg, runtime=runtime))},
     }
     # A resumed run keeps what its earlier session recorded (mask stats, Fisher time, epochs).
+    if resuming and existing and existing.get("trainable"):
+        fields["trainable"] = existing["trainable"]  # counted from the saved mask by the first session
     record = RunRecord(folder, {**existing, **fields} if resuming and existing else fields)
     if loaded.is_tiny:
         record.data["note"] = "TEST MODEL: random-init tiny model; this run is not a result"
@@ -124,6 +152,8 @@ def run_experiment(cfg: DictConfig) -> dict:
 def _load_data(cfg: DictConfig, task: TaskSpec) -> tuple[list[Example], dict[str, list[Example]]]:
     where = dict(source=cfg.data.source, data_dir=glue_dir(cfg), seed=cfg.seed)
     train = load_split(task, "train", max_samples=cfg.train.max_train_samples, **where)
+    # The dev subset (if any) is drawn with a fixed seed: every seed of a config is scored on the same examples.
+    where["seed"] = int(cfg.train.eval_subset_seed)
     evals = {s: load_split(task, s, max_samples=cfg.train.max_eval_samples, **where) for s in task.eval_splits}
     return train, evals
 
@@ -180,7 +210,7 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
         record.update(status="failed", error=f"{frozen_changed} frozen entries changed", finished_at=now()).save()
         raise FishtuneError(f"{frozen_changed} entries outside the mask changed during training ({folder}); "
                             "this is a fishtune bug, please report it")
-    if isinstance(setup.model, PeftModel):
+    if adapter_format(setup.model) is not None:
         _export_adapter(setup.model, folder / ADAPTER_DIR)
     baseline = majority_baseline(task, train_data, eval_data)
     record.update(status="complete", finished_at=now(), majority_baseline=baseline).save()
@@ -217,11 +247,13 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
                 params[name].copy_(value)
         return mask
     result = build_mask(setup.model, setup.method_params, cfg.mask, train_data, keep=keep, lr=float(cfg.train.lr),
-                        seed=int(cfg.seed), pad_id=pad_id, device=device, autocast=autocast)
+                        seed=int(cfg.seed), pad_id=pad_id, device=device, autocast=autocast,
+                        pairs=getattr(setup, "factor_pairs", ()), families=getattr(setup, "candidates", None))
     time_s = dict(record.data.get("time_s", {}), fisher=round(result.fisher_time_s, 3),
                   fisher_warmup=round(result.warmup_time_s, 3))
     record.update(mask_stats=result.stats, time_s=time_s)
     record.data["trainable"]["peft_selected"] = int(sum(int(m.sum()) for m in result.mask.values()))
+    record.data["trainable"]["peft_live"] = int(result.stats["live_selected"])  # selected minus never-moving
     atomic_write(folder / MASK_FILE, lambda tmp: save_file({n: m.contiguous() for n, m in result.mask.items()}, tmp))
     _save_params(folder / INIT_FILE, params, setup.method_params)
     record.save()
@@ -231,13 +263,23 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
     return result.mask
 
 
-def _export_adapter(model: PeftModel, target: Path) -> None:
-    """`save_pretrained` into a temporary folder, then swap it in (never a half-written adapter)."""
+def _family_totals(setup: MethodSetup) -> dict[str, int]:
+    """Entries per declared family: the candidates', then the dense group's (`dense:<family>`)."""
+    totals: dict[str, int] = {}
+    for prefix, group in (("", setup.candidates), ("dense:", setup.dense)):
+        for name, family in group.items():
+            totals[prefix + family] = totals.get(prefix + family, 0) + setup.count([name])
+    return totals
+
+
+def _export_adapter(model: torch.nn.Module, target: Path) -> None:
+    """The adapter in its library's format (`methods.save_adapter`) into a temporary folder, then
+    swapped in (never a half-written adapter)."""
     tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
     for stale in (tmp, old):
         shutil.rmtree(stale, ignore_errors=True)
     try:
-        model.save_pretrained(str(tmp))
+        save_adapter(model, tmp)
         if target.exists():
             target.rename(old)
         tmp.rename(target)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,15 +25,22 @@ from torch import Tensor, nn
 from .batching import Encoded, iterate, train_order
 from .errors import ConfigError
 from .fisher import empirical_fisher
+from .live import Pair, dead_entries, select_live
 from .masking import mask_stats, select_mask
 from .train import make_optimizer, model_inputs, task_loss
 
 log = logging.getLogger(__name__)
 
 
-def mask_budget(mask_cfg: DictConfig, *, method_total: int, head_total: int) -> int:
-    """k, the number of method-parameter entries that train (see the module docstring)."""
-    if mask_cfg.keep is not None:
+def mask_budget(mask_cfg: DictConfig, *, method_total: int, head_total: int, matched: int | None = None) -> int:
+    """k, the number of method-parameter entries that train (see the module docstring);
+    `matched` (from `matched_budget`, when `mask.keep_match` is set) is taken as it is."""
+    if matched is not None:
+        keep = matched
+        if keep > method_total:
+            raise ConfigError(f"mask.keep_match={mask_cfg.keep_match} trains {keep} entries, more than this method's "
+                              f"{method_total} candidates; match a smaller config or enlarge this one")
+    elif mask_cfg.keep is not None:
         keep = int(mask_cfg.keep)
     elif mask_cfg.head_in_budget:
         keep = round(float(mask_cfg.keep_ratio) * (method_total + head_total)) - head_total
@@ -48,6 +55,22 @@ def mask_budget(mask_cfg: DictConfig, *, method_total: int, head_total: int) -> 
     return keep
 
 
+def matched_budget(base_model: nn.Module, mask_cfg: DictConfig, *, own_dense: int) -> int | None:
+    """k that makes this run train exactly as many entries as `mask.keep_match` does (None if unset).
+
+    The matched method config is applied to `base_model` (a fresh copy of this run's model, thrown
+    away afterwards): k = its candidates + its dense group - this run's dense group, so the
+    optimizer-updated counts (selected + dense; the head is the same model's) are equal.
+    """
+    spec = mask_cfg.get("keep_match")
+    if mask_cfg.name == "none" or spec is None:
+        return None
+    from .methods import count_for, method_config
+
+    candidates, dense = count_for(base_model, method_config(spec))
+    return candidates + dense - own_dense
+
+
 @dataclass
 class MaskResult:
     mask: dict[str, Tensor]       # bool, CPU, keyed by model.named_parameters() names
@@ -57,8 +80,13 @@ class MaskResult:
 
 
 def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig, data: Encoded, *,
-               keep: int, lr: float, seed: int, pad_id: int, device: torch.device, autocast: bool) -> MaskResult:
-    """Select the `keep` method entries that will train (FISH, reverse or random)."""
+               keep: int, lr: float, seed: int, pad_id: int, device: torch.device, autocast: bool,
+               pairs: Sequence[Pair] = (), families: Mapping[str, str] | None = None) -> MaskResult:
+    """Select the `keep` method entries that will train (FISH, reverse or random).
+
+    `pairs` are the method's zero-initialised factor pairs (`fishtune.live`): the stats count the
+    selected entries that can never move, and `mask.live=true` selects only entries that can.
+    """
     params = dict(model.named_parameters())
     warmup_time = fisher_time = 0.0
     if mask_cfg.strategy == "random":
@@ -72,18 +100,36 @@ def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig,
             warmup_time = time.perf_counter() - start
         start = time.perf_counter()
         batches = _fisher_batches(data, mask_cfg, seed=seed, pad_id=pad_id, device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            scores = empirical_fisher(model, batches, num_samples=mask_cfg.num_samples, estimator=mask_cfg.estimator,
-                                      labels=mask_cfg.labels, param_names=method_params)
+        # fp32 whatever the training precision: empirical_fisher turns autocast off inside.
+        scores = empirical_fisher(model, batches, num_samples=mask_cfg.num_samples, estimator=mask_cfg.estimator,
+                                  labels=mask_cfg.labels, param_names=method_params)
         fisher_time = time.perf_counter() - start
         if mask_cfg.fisher_at == "warmup" and mask_cfg.warmup_steps > 0:
             with torch.no_grad():
                 for n, value in initial.items():
                     params[n].copy_(value)
         scores = {n: s.cpu() for n, s in scores.items()}
-    mask = select_mask(scores, keep=keep, strategy=mask_cfg.strategy, seed=int(mask_cfg.seed), scope=mask_cfg.scope)
-    stats = mask_stats(mask, None if mask_cfg.strategy == "random" else scores)
+    starting = {n: params[n].detach().cpu() for n in method_params}  # where masked training starts
+    if mask_cfg.get("live"):
+        mask = select_live(scores, keep=keep, strategy=mask_cfg.strategy, seed=int(mask_cfg.seed), pairs=pairs,
+                           initial=starting)
+    else:
+        mask = select_mask(scores, keep=keep, strategy=mask_cfg.strategy, seed=int(mask_cfg.seed),
+                           scope=mask_cfg.scope)
+    stats = mask_stats(mask, None if mask_cfg.strategy == "random" else scores, families=families)
+    stats.update(dead_stats(dead_entries(mask, pairs, starting), stats["selected"], families))
+    if mask_cfg.strategy != "random":
+        stats["fisher_precision"] = "fp32"
     return MaskResult(mask, stats, fisher_time, warmup_time)
+
+
+def dead_stats(dead: Mapping[str, int], selected: int, families: Mapping[str, str] | None) -> dict:
+    """`dead_by_family` (selected entries that can never move) and `live_selected` (the rest)."""
+    by_family: dict[str, int] = {}
+    for name, count in dead.items():
+        family = families[name] if families is not None else "all"
+        by_family[family] = by_family.get(family, 0) + count
+    return {"dead_by_family": by_family, "live_selected": selected - sum(by_family.values())}
 
 
 def _fisher_batches(data: Encoded, mask_cfg: DictConfig, *, seed: int, pad_id: int,
@@ -107,8 +153,9 @@ def _dense_warmup(model: nn.Module, data: Encoded, *, steps: int, batch_size: in
     done = 0
     epoch = -2
     while done < steps:
-        order = train_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch, group_by_length=False)
-        for batch in iterate(data, order[: steps - done], pad_id=pad_id, multiple=1, device=device):
+        # Length-grouped, dynamically padded batches as in training (a pure function of the seed).
+        order = train_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch, group_by_length=True)
+        for batch in iterate(data, order[: steps - done], pad_id=pad_id, multiple=8, device=device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(**model_inputs(batch)).logits
             task_loss(logits, batch["labels"]).backward()

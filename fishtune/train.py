@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -127,11 +128,15 @@ class Trainer:
         cfg = self.cfg
         batches = train_order(lengths, batch_size=cfg.batch_size, seed=self.seed, epoch=progress.epoch,
                               group_by_length=cfg.group_by_length)
-        skip = progress.step_in_epoch
+        skip = self._skipped = progress.step_in_epoch
         todo = batches[skip: skip + (total - progress.global_step)]
         loss_sum = torch.tensor(progress.loss_sum, device=self.device)
+        # A bar on a terminal; in a file (CI, `> log`, SLURM) a plain line every ~5% instead of
+        # hundreds of carriage-return updates.
+        interactive = bool(cfg.progress) and sys.stderr.isatty()
         bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False, dynamic_ncols=True)
+                   disable=not interactive, leave=False, dynamic_ncols=True)
+        plain_every = max(1, len(batches) // 20) if cfg.progress and not interactive else 0
         start = time.perf_counter()
         examples = 0
         for batch in iterate(data, todo, pad_id=self.pad_id, multiple=cfg.pad_to_multiple_of, device=self.device):
@@ -145,6 +150,8 @@ class Trainer:
                 self._check_finite(loss_sum, progress)
                 bar.set_postfix(loss=f"{loss_sum.item() / progress.step_in_epoch:.4f}",
                                 ex_s=f"{examples / (time.perf_counter() - start):.0f}")
+            if plain_every and progress.step_in_epoch % plain_every == 0:
+                self._plain_progress(progress, len(batches), loss_sum, examples, time.perf_counter() - start)
             if cfg.checkpoint_every and progress.global_step % cfg.checkpoint_every == 0:
                 progress.loss_sum = float(loss_sum)
                 self._checkpoint(progress, optimizer, scheduler)
@@ -170,6 +177,15 @@ class Trainer:
         self._checkpoint(progress, optimizer, scheduler)
         if self.on_epoch_end is not None:
             self.on_epoch_end(progress)
+
+    def _plain_progress(self, progress: Progress, steps: int, loss_sum: Tensor, examples: int, elapsed: float) -> None:
+        """One log line: epoch, step, share done, mean loss so far, ex/s and the epoch's ETA."""
+        done = progress.step_in_epoch
+        rate = examples / max(elapsed, 1e-9)
+        eta = (steps - done) * elapsed / max(1, done - self._skipped)
+        log.info("epoch %d/%d  step %d/%d (%d%%)  loss %.4f  %.0f ex/s  ETA %dm%02ds", progress.epoch + 1,
+                 self.cfg.epochs, done, steps, 100 * done // steps, float(loss_sum) / done, rate,
+                 eta // 60, eta % 60)
 
     def _step(self, batch: dict[str, Tensor], optimizer: torch.optim.Optimizer, scheduler) -> Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):

@@ -13,10 +13,15 @@ from fishtune.bench import COMPARISONS, main
 TIMED = ("step", "fisher", "epoch", "inference")
 
 
-def test_bench_tiny_writes_all_comparisons(tmp_path, capsys):
-    code = main(["--model", "tiny-bert", "--repeats", "2", "--fisher-samples", "8", "--out", str(tmp_path)])
+def test_bench_tiny_writes_all_comparisons(tmp_path, capsys, monkeypatch):
+    workdir, out = tmp_path / "cwd", tmp_path / "out"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)  # nothing may be written beside the JSON (the Trainer arm uses a temp folder)
+    code = main(["--model", "tiny-bert", "--repeats", "2", "--fisher-samples", "8", "--epoch-batches", "3",
+                 "--out", str(out)])
     assert code == 0
-    files = list(tmp_path.glob("tiny-bert-cpu-*.json"))
+    assert list(workdir.iterdir()) == []
+    files = list(out.glob("tiny-bert-cpu-*.json"))
     assert len(files) == 1
     result = json.loads(files[0].read_text())
 
@@ -27,8 +32,26 @@ def test_bench_tiny_writes_all_comparisons(tmp_path, capsys):
             assert c[side]["median_s"] > 0
             assert len(c[side]["times_s"]) >= 2 and all(t > 0 for t in c[side]["times_s"])
         assert math.isfinite(c["ratio"]) and c["ratio"] > 0, name
-    unmerged = result["comparisons"]["inference"]["unmerged"]
-    assert unmerged["b"]["median_s"] > 0 and math.isfinite(unmerged["ratio"])
+    inference = result["comparisons"]["inference"]
+    assert inference["arms"][0] == "merged" and inference["ratio_label"] == "merged/base (latency)"
+    for key in inference["arms"][1:]:
+        assert inference[key]["b"]["median_s"] > 0 and math.isfinite(inference[key]["ratio"]), key
+    assert "unmerged" in inference["arms"] and inference["max_abs_logit_diff_merged_vs_unmerged"] < 1e-4
+
+    epoch = result["comparisons"]["epoch"]  # transformers Trainer + PEFT (A) vs fishtune's Trainer (B)
+    assert "Trainer" in epoch["a"]["label"] and epoch["ratio_label"] == "speed-up fishtune/Trainer (examples/s)"
+    assert epoch["steps"] == 3 and epoch["examples"] == 96 == epoch["b"]["items_per_call"]
+    assert math.isclose(epoch["ratio"], epoch["b"]["median_examples_per_s"] / epoch["a"]["median_examples_per_s"])
+    assert math.isfinite(epoch["loop_ratio"]) and epoch["loop_ratio"] > 0
+    assert all(t > -0.01 for t in epoch["outside_loop_s_median"].values())  # (loop times are rounded)
+    trainer = epoch["trainer"]
+    assert trainer["training_arguments"]["group_by_length"] is True and trainer["training_arguments"]["report_to"] == []
+    assert len(trainer["train_loss"]) == len(epoch["a"]["times_s"])
+    assert all(math.isfinite(x) for x in trainer["train_loss"])
+    assert all(math.isfinite(x) for x in epoch["fishtune"]["train_loss"])
+    padded = epoch["padded_tokens"]
+    assert epoch["real_tokens"] <= padded["fishtune"] < padded["pad_to_128_not_timed"]
+    assert all(epoch["real_tokens"] <= t < padded["pad_to_128_not_timed"] for t in padded["trainer_per_run"])
 
     fisher = result["comparisons"]["fisher"]
     assert fisher["masks_identical"] is True
@@ -41,6 +64,7 @@ def test_bench_tiny_writes_all_comparisons(tmp_path, capsys):
         assert result["versions"][key]
     assert result["device"]["type"] == "cpu" and result["device"]["name"]
     assert result["sizes"]["batch_size"] == 32 and result["sizes"]["fisher_samples"] == 8
+    assert result["sizes"]["epoch_batches"] == 3
     assert result["sizes"]["model_params"] > 0 and result["sizes"]["step_batch_shape"][0] == 32
 
     out = capsys.readouterr().out

@@ -1,13 +1,15 @@
 """The empirical Fisher estimators agree with each other and with autograd done by hand.
 
-Tiny fixed-seed models only (built from configs, nothing from the Hub): a 2-layer BERT with
-32 hidden units, and a hand-made Linear classifier whose per-example gradients are checked here.
+Tiny fixed-seed models only (built from configs, nothing from the Hub): 2-layer BERT/RoBERTa with
+32 hidden units and 4 heads, bare, with PEFT LoRA/DoRA or with AdapterHub adapters, and hand-made
+toy models whose per-example gradients are checked here or that trip the estimators' checks.
 """
 
 from __future__ import annotations
 
 import logging
 
+import adapters
 import peft
 import pytest
 import torch
@@ -15,8 +17,9 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 
-from fishtune.errors import ConfigError
+from fishtune.errors import ConfigError, FishtuneError
 from fishtune.fisher import empirical_fisher
+from fishtune.fisher_hooks import hook_modules
 from fishtune.masking import select_mask
 
 SEQ_LEN = 12
@@ -29,12 +32,28 @@ def tiny_bert(num_labels: int = 2, seed: int = 0) -> nn.Module:
         vocab_size=100,
         hidden_size=32,
         num_hidden_layers=2,
-        num_attention_heads=2,
+        num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=64,
         num_labels=num_labels,
     )
     return transformers.BertForSequenceClassification(config)
+
+
+def tiny_roberta(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    config = transformers.RobertaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=1,
+        pad_token_id=1,
+        num_labels=2,
+    )
+    return transformers.RobertaForSequenceClassification(config)
 
 
 def tiny_lora(randomise_b: bool = True, seed: int = 0) -> nn.Module:
@@ -133,33 +152,103 @@ def test_auto_matches_loop_on_lora(lora, lora_loop) -> None:
     assert_close(fisher(lora, padded_batches(), "auto"), lora_loop)
 
 
-def test_dora_auto_matches_loop() -> None:
-    """DoRA: A/B by hooks (its detached lora_B(lora_A(I)) call is ignored), magnitudes by the loop."""
-    config = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"], use_dora=True)
-    model = peft.get_peft_model(tiny_bert(), config)
-    torch.manual_seed(1)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            nn.init.normal_(p, std=0.5)
-    loop = fisher(model, padded_batches(), "loop")
-    assert any("lora_magnitude" in n for n in loop) and all(t.abs().max() > 0 for t in loop.values())
-    assert_close(fisher(model, padded_batches(), "auto"), loop)
+def randomised(model: nn.Module, keys: tuple[str, ...], std: float = 0.3, seed: int = 1) -> nn.Module:
+    """Trainable tensors whose name contains one of ``keys`` drawn at random: the zero inits (LoRA B,
+    ParBn's up, AdapterHub LoRA's B) would otherwise give the parameters before them zero Fisher."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and any(k in name for k in keys):
+                p.normal_(std=std)
+    return model
 
 
-def test_full_model_auto_matches_loop_and_hooks_refuses_non_linear() -> None:
+def peft_model(base: nn.Module, dora: bool = False) -> nn.Module:
+    config = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"], use_dora=dora)
+    return randomised(peft.get_peft_model(base, config), ("lora_B",))
+
+
+def adapterhub_model(config) -> nn.Module:
+    """AdapterHub on a tiny BERT, HF classifier kept (train_adapter leaves it trainable)."""
     model = tiny_bert()
-    names = [n for n, _ in model.named_parameters()]
-    assert any("embeddings" in n for n in names) and any("LayerNorm" in n for n in names)
+    adapters.init(model)
+    model.add_adapter("a", config=config)
+    model.train_adapter("a")
+    return randomised(model, ("lora_B", "adapter_up"))
+
+
+def roberta_batches(batches: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    """RoBERTa inputs: pad id 1 at the padded positions (positions are counted from it), no segments."""
+    return [{"input_ids": torch.where(b["attention_mask"].bool(), b["input_ids"].clamp_min(2), 1),
+             "attention_mask": b["attention_mask"], "labels": b["labels"]} for b in batches]
+
+
+def unpadded_batches() -> list[dict[str, Tensor]]:
     batches = padded_batches(n_batches=2)
+    return [{**b, "attention_mask": torch.ones_like(b["attention_mask"]), "input_ids": b["input_ids"].clamp_min(1)}
+            for b in batches]
+
+
+CASES = {
+    "bert-lora": lambda: (peft_model(tiny_bert()), padded_batches(n_batches=2)),
+    "roberta-lora": lambda: (peft_model(tiny_roberta()), roberta_batches(padded_batches(n_batches=2))),
+    "bert-dora": lambda: (peft_model(tiny_bert(), dora=True), padded_batches(n_batches=2)),
+    "roberta-dora": lambda: (peft_model(tiny_roberta(), dora=True), roberta_batches(padded_batches(n_batches=2))),
+    "bert-full": lambda: (tiny_bert(), padded_batches(n_batches=2)),
+    "roberta-full": lambda: (tiny_roberta(), roberta_batches(padded_batches(n_batches=2))),
+    "hub-seqbn": lambda: (adapterhub_model(adapters.SeqBnConfig()), padded_batches(n_batches=2)),
+    "hub-parbn": lambda: (adapterhub_model(adapters.ParBnConfig()), padded_batches(n_batches=2)),
+    "hub-prefix": lambda: (adapterhub_model(adapters.PrefixTuningConfig(prefix_length=5, bottleneck_size=16)),
+                           padded_batches(n_batches=2)),
+    # UniPELT's gates average over every position, padding included, so a padded example's output
+    # differs from that of the example alone (which the loop runs): compare without padding.
+    "hub-unipelt": lambda: (adapterhub_model(adapters.UniPELTConfig()), unpadded_batches()),
+    "hub-lora": lambda: (adapterhub_model(adapters.LoRAConfig(r=4)), padded_batches(n_batches=2)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_func_and_auto_match_loop(case: str) -> None:
+    model, batches = CASES[case]()
+    state = [(n, p, p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()]
     loop = fisher(model, batches, "loop")
-    assert list(loop) == names
     # Attention scores are invariant to the key bias (softmax shift), so its Fisher is exactly 0 in
-    # exact arithmetic; both estimators return rounding noise (~1e-24) there, hence the floor.
-    key_bias = [t for n, t in loop.items() if n.endswith("key.bias")]
-    assert key_bias and all(t.abs().max() < 1e-18 for t in key_bias)
+    # exact arithmetic; the estimators return rounding noise (~1e-24) there, hence the floor.
+    assert all(t.abs().max() > 0 for n, t in loop.items() if not n.endswith("key.bias"))
+    func = fisher(model, batches, "func")
+    assert_close(func, loop, zero=1e-18)
     assert_close(fisher(model, batches, "auto"), loop, zero=1e-18)
-    with pytest.raises(ConfigError, match="word_embeddings"):
-        fisher(model, batches, "hooks")
+    keep = sum(t.numel() for t in loop.values()) // 2
+    assert same_masks(select_mask(func, keep=keep, strategy="fish"), select_mask(loop, keep=keep, strategy="fish"))
+    # the model is left as it was: same Parameter objects and values, flags, attention settings
+    after = list(model.named_parameters())
+    assert [n for n, *_ in state] == [n for n, _ in after]
+    for (_, p, value, flag), (_, q) in zip(state, after):
+        assert q is p and torch.equal(q.detach(), value) and q.requires_grad == flag
+    switched = [m.attn_implementation for m in model.modules() if "attn_implementation" in m.__dict__]
+    assert switched and all(impl == "sdpa" for impl in switched)  # func ran them as "eager" for the estimate
+    assert torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_hooks_take_exact_linears_only() -> None:
+    """PEFT's lora_A/lora_B and head copy and AdapterHub's bottleneck are exact nn.Linear: hooks."""
+
+    def hooked_and_not(model: nn.Module) -> tuple[set[str], set[str]]:
+        wanted = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        hooked = {n for roles in hook_modules(model, wanted).values() for n in roles.values()}
+        return hooked, set(wanted) - hooked
+
+    hooked, rest = hooked_and_not(peft_model(tiny_bert()))
+    assert not rest and any("modules_to_save" in n for n in hooked)
+    hooked, rest = hooked_and_not(adapterhub_model(adapters.SeqBnConfig()))
+    assert not rest and any("adapter_down" in n for n in hooked) and any("adapter_up" in n for n in hooked)
+    hooked, rest = hooked_and_not(peft_model(tiny_bert(), dora=True))
+    assert rest and all("lora_magnitude" in n for n in rest) and any("lora_A" in n for n in hooked)
+
+
+def test_hooks_refuse_parameters_outside_plain_linears() -> None:
+    with pytest.raises(ConfigError, match="word_embeddings.*'func'"):
+        fisher(tiny_bert(), padded_batches(n_batches=1), "hooks")
 
 
 def test_lora_at_peft_init_gives_zero_fisher_to_every_a() -> None:
@@ -241,6 +330,10 @@ def test_invalid_arguments_raise_config_error(lora) -> None:
         fisher(lora, padded_batches(), "loop", labels="true")
     with pytest.raises(ConfigError):
         fisher(lora, padded_batches(), "loop", num_samples=0)
+    with pytest.raises(ConfigError, match="precision"):
+        fisher(lora, padded_batches(), "loop", precision="fp16")
+    with pytest.raises(ConfigError, match="chunk_size"):
+        fisher(lora, padded_batches(), "func", chunk_size=0)
     with pytest.raises(ConfigError, match="not trainable"):
         fisher(lora, padded_batches(), "loop", param_names=["base_model.model.bert.embeddings.word_embeddings.weight"])
 
@@ -287,8 +380,149 @@ def test_estimators_match_explicit_per_example_autograd(labels: str) -> None:
     reference = explicit_fisher(model, features, targets, expected=labels == "expected")
     assert_close(fisher(model, batches, "loop", labels=labels), reference, tol=1e-6)
     assert_close(fisher(model, batches, "auto", labels=labels), reference, tol=1e-6)
+    assert_close(fisher(model, batches, "func", labels=labels), reference, tol=1e-6)
+    assert_close(fisher(model, batches, "func", labels=labels, chunk_size=1), reference, tol=1e-6)
     linear = [n for n in reference if n != "temperature"]
     hooks = fisher(model, batches, "hooks", labels=labels, param_names=linear)
     assert_close(hooks, {n: reference[n] for n in linear}, tol=1e-6)
     with pytest.raises(ConfigError, match="temperature"):
         fisher(model, batches, "hooks", labels=labels)
+
+
+def test_expected_labels_func_matches_loop() -> None:
+    model, batches = CASES["bert-dora"]()
+    loop = fisher(model, batches, "loop", labels="expected")
+    assert_close(fisher(model, batches, "func", labels="expected", chunk_size=3), loop)
+
+
+def test_fp32_whatever_the_callers_autocast() -> None:
+    """The mask stage calls the estimator inside bf16 autocast; the Fisher must still be fp32."""
+    model, batches = CASES["bert-dora"]()
+    reference = {est: fisher(model, batches, est) for est in ("auto", "loop")}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for est in ("auto", "func", "hooks", "loop"):
+            names = [n for n in reference["auto"] if "magnitude" not in n] if est == "hooks" else None
+            result = fisher(model, batches, est, param_names=names)
+            assert_close(result, {n: reference["auto"][n] for n in result})
+        bf16 = fisher(model, batches, "auto", precision="bf16")  # the opt-in: autocast is on
+    errors = [rel_err(bf16[n], reference["auto"][n]) for n in bf16]
+    assert 1e-5 < max(errors) < 0.3
+
+
+class SharedWeight(nn.Module):
+    """``lin``'s weight is used by ``lin`` and again through F.linear, outside ``lin``'s forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 5)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, features: Tensor) -> Tensor:
+        h = torch.tanh(self.lin(features))
+        h = torch.tanh(F.linear(h, self.lin.weight))
+        return self.out(h.mean(dim=1))
+
+
+class WeightOnly(nn.Module):
+    """``lin`` is never called: its parameters are used through F.linear only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 5)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.out(torch.tanh(F.linear(features, self.lin.weight, self.lin.bias)).mean(dim=1))
+
+
+class TokensFirst(nn.Module):
+    """``lin`` sees (tokens, batch, features): with as many tokens as examples the shape looks right."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 4)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, features: Tensor) -> Tensor:
+        h = torch.tanh(self.lin(features.transpose(0, 1))).transpose(0, 1)
+        return self.out(h.mean(dim=1))
+
+
+def toy_batches(tokens: int = 7, seed: int = 0) -> list[dict[str, Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    features, targets = torch.randn(8, tokens, 5, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+    return [{"features": features[:4], "labels": targets[:4]}, {"features": features[4:], "labels": targets[4:]}]
+
+
+@pytest.mark.parametrize(("toy", "reason"), [(SharedWeight, "add up to its batch gradient"),
+                                             (WeightOnly, "add up to its batch gradient"),
+                                             (TokensFirst, "run alone")])
+def test_hooks_refuse_what_they_would_get_wrong_and_auto_moves_it_to_func(toy, reason, caplog) -> None:
+    torch.manual_seed(0)
+    model, batches = toy(), toy_batches(tokens=4)  # tokens == batch size: TokensFirst passes the shape check
+    loop = fisher(model, batches, "loop")
+    assert loop["lin.weight"].abs().max() > 0
+    with pytest.raises(FishtuneError, match=f"lin.weight.*{reason}.*'func' or 'loop'"):
+        fisher(model, batches, "hooks")
+    with caplog.at_level(logging.INFO, logger="fishtune.fisher"):
+        auto = fisher(model, batches, "auto")
+    assert "torch.func scores them" in caplog.text
+    assert_close(auto, loop)
+    assert_close(fisher(model, batches, "func"), loop)
+
+
+class ItemCall(nn.Module):
+    """Calls .item() (vmap cannot) from its ``fail_from``-th forward on; eager autograd is fine."""
+
+    def __init__(self, fail_from: int = 1) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 3)
+        self.scale = nn.Parameter(torch.tensor(1.3))
+        self.calls, self.fail_from = 0, fail_from
+
+    def forward(self, features: Tensor) -> Tensor:
+        self.calls += 1
+        scale = self.scale * (1.0 + 0.0 * features.max().item()) if self.calls >= self.fail_from else self.scale
+        return self.lin(features).mean(dim=1) * scale
+
+
+@pytest.mark.parametrize("fail_from", [1, 3])
+def test_auto_falls_back_to_the_loop_where_vmap_fails(fail_from: int, caplog) -> None:
+    """fail_from=3: the first chunk (forward 1) and its check (2) pass, the second chunk fails, so the
+    loop must take over from the batch's third example exactly."""
+    torch.manual_seed(0)
+    batches = toy_batches()
+    loop = fisher(ItemCall(), batches, "loop")
+    torch.manual_seed(0)
+    model = ItemCall(fail_from)
+    with caplog.at_level(logging.WARNING, logger="fishtune.fisher"):
+        auto = fisher(model, batches, "auto", chunk_size=2)
+    assert "torch.func could not run the model" in caplog.text and "scale" in caplog.text
+    assert_close(auto, loop)
+    with pytest.raises(FishtuneError, match="'func'.*could not run the model.*'loop'"):
+        fisher(ItemCall(), batches, "func")
+
+
+class HiddenParameter(nn.Module):
+    """Reads ``scale`` through a plain list, which functional_call does not see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 3)
+        self.scale = nn.Parameter(torch.tensor(1.3))
+        self.held = [self.scale]
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.lin(features).mean(dim=1) * self.held[0]
+
+
+def test_func_check_catches_a_parameter_it_cannot_substitute(caplog) -> None:
+    torch.manual_seed(0)
+    model, batches = HiddenParameter(), toy_batches()
+    loop = fisher(model, batches, "loop")
+    assert loop["scale"].abs().max() > 0
+    with pytest.raises(FishtuneError, match="do not add up.*scale; use estimator 'loop'"):
+        fisher(model, batches, "func")
+    with caplog.at_level(logging.WARNING, logger="fishtune.fisher"):
+        assert_close(fisher(model, batches, "auto"), loop)
+    assert "batch-1 loop scores scale" in caplog.text

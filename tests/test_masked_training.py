@@ -94,15 +94,16 @@ def test_warmup_path_restores_initial_values_and_puts_mask_in_A() -> None:
                             "scope": "global", "keep": None, "keep_ratio": 0.5, "head_in_budget": False})
     total = sum(params[n].numel() for n in lora)
     keep = mask_budget(cfg, method_total=total, head_total=34)
+    families = {n: n.split(".")[-3] for n in lora}  # `...query.lora_A.default.weight` -> lora_A
     result = build_mask(model, lora, cfg, _data(), keep=keep, lr=1e-2, seed=0, pad_id=0,
-                        device=torch.device("cpu"), autocast=False)
+                        device=torch.device("cpu"), autocast=False, families=families)
     for n in trainable:
         assert torch.equal(params[n], before[n]), n
     assert sum(int(m.sum()) for m in result.mask.values()) == keep == total // 2
     assert result.stats["by_family"]["lora_A"]["selected"] > 0  # at init, A would have zero Fisher
 
     at_init = build_mask(model, lora, OmegaConf.merge(cfg, {"fisher_at": "init"}), _data(), keep=keep, lr=1e-2,
-                         seed=0, pad_id=0, device=torch.device("cpu"), autocast=False)
+                         seed=0, pad_id=0, device=torch.device("cpu"), autocast=False, families=families)
     assert at_init.stats["by_family"]["lora_A"]["selected"] == 0  # the zero-B trap, made visible
 
 

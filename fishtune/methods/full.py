@@ -1,16 +1,21 @@
-"""Full fine-tuning: every backbone parameter is trainable (and a mask candidate: the FISH Mask)."""
+"""Full fine-tuning (`method=full`): every backbone parameter is trainable and a mask candidate
+(family `backbone`; with `mask=fish` this is the original FISH Mask). The HF classifier is the head."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 from torch import nn
 
-from . import MethodSetup, is_head_param
+from . import Method, MethodSetup, head_names, register
 
 
 def apply_full(model: nn.Module, cfg: DictConfig) -> MethodSetup:
     for p in model.parameters():
         p.requires_grad_(True)
-    names = [n for n, _ in model.named_parameters()]
-    head = [n for n in names if is_head_param(n)]
-    return MethodSetup(model, [n for n in names if n not in head], head)
+    head = head_names(model)
+    candidates = {n: "backbone" for n, _ in model.named_parameters() if n not in set(head)}
+    return MethodSetup(model, candidates, head)
+
+
+register(Method("full", {}, apply_full, merge="full fine-tuning has no adapter to merge: the run folder "
+                                             "holds the trained backbone in peft_final.safetensors"))

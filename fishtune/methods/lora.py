@@ -1,21 +1,30 @@
-"""LoRA and DoRA through HF PEFT.
+"""LoRA and DoRA through HF PEFT (`method=lora`, `method=dora`).
 
-LoRA: h = W x + (alpha / r) B A x on the target modules; B starts at zero.
-DoRA (`method=dora`): the same A, B plus a magnitude vector m per target, h = m * (W + s B A) x /
-||W + s B A||_col; its `lora_magnitude_vector` is a mask candidate too (not an nn.Linear, so the
-`auto` Fisher estimator scores it with the per-example loop).
+LoRA: h = W x + (alpha / r) B A x on the target modules; B starts at zero (a declared factor
+pair: PEFT stores A as (r, in) and B as (out, r), the `FactorPair` layout, no transpose).
+DoRA: the same A, B plus a magnitude vector m per target, h = m * (W + s B A) x / ||W + s B A||_col;
+its `lora_magnitude_vector` is a mask candidate too (family `lora_magnitude`).
+
+Groups are read from PEFT's module structure (every `LoraLayer` and its per-adapter `lora_A`,
+`lora_B`, `lora_magnitude_vector`), not from name substrings; the head is PEFT's trainable
+`modules_to_save` copy of the HF classifier.
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
-from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
-from . import MethodSetup, is_head_param
+from . import FactorPair, Method, MethodSetup, classifier, integer, names, number, register
+
+LORA_KEYS = {"r": integer(1), "alpha": number(0), "scale": number(0), "dropout": number(0, inclusive=True, high=1),
+             "target_modules": names()}
 
 
 def apply_lora(model: nn.Module, cfg: DictConfig) -> MethodSetup:
+    from peft import LoraConfig, TaskType, get_peft_model
+    from peft.tuners.lora import LoraLayer
+
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # puts the classifier head in modules_to_save (trained densely)
         r=int(cfg.r),
@@ -24,9 +33,25 @@ def apply_lora(model: nn.Module, cfg: DictConfig) -> MethodSetup:
         target_modules=list(OmegaConf.to_container(cfg.target_modules)),
         use_dora=cfg.name == "dora",
     )
+    attr, _ = classifier(model)
     peft_model = get_peft_model(model, config)
-    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-    method = [n for n in trainable if "lora_" in n]
-    head = [n for n in trainable if n not in method]
-    assert all(is_head_param(n) for n in head), f"unexpected trainable non-LoRA parameters: {head}"
-    return MethodSetup(peft_model, method, head)
+    adapter = peft_model.active_adapter
+    candidates: dict[str, str] = {}
+    pairs: list[FactorPair] = []
+    for path, module in peft_model.named_modules():
+        if not isinstance(module, LoraLayer) or adapter not in module.lora_A:
+            continue
+        a, b = f"{path}.lora_A.{adapter}.weight", f"{path}.lora_B.{adapter}.weight"
+        candidates.update({a: "lora_A", b: "lora_B"})
+        pairs.append(FactorPair(down=a, up=b))
+        if adapter in getattr(module, "lora_magnitude_vector", {}):
+            candidates[f"{path}.lora_magnitude_vector.{adapter}.weight"] = "lora_magnitude"
+    wrapper = getattr(peft_model.base_model.model, attr)   # PEFT's ModulesToSaveWrapper
+    copy = wrapper.modules_to_save[adapter]
+    prefix = f"base_model.model.{attr}.modules_to_save.{adapter}."
+    head = [prefix + n for n, _ in copy.named_parameters()]
+    return MethodSetup(peft_model, candidates, head, factor_pairs=pairs)
+
+
+register(Method("lora", LORA_KEYS, apply_lora))
+register(Method("dora", LORA_KEYS, apply_lora))

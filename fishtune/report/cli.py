@@ -48,7 +48,8 @@ def main(argv: list[str]) -> int:
     atomic_write_text(out / "tables.md", "\n\n".join([
         "## Dev score (mean ± std over seeds)\n\n" + to_markdown(to_display(glue)),
         "## Cost (means per run)\n\n" + to_markdown(cost.reset_index(level=[1, 2])),
-        "## Share of the mask in LoRA's A matrices\n\n" + to_markdown(share.reset_index(level=1)),
+        "## Share of the mask per parameter family (means over seeds)\n\n"
+        + (to_markdown(share.reset_index(level=1)) if not share.empty else "No masked runs.\n"),
     ]))
     figures = convergence_figure(runs, out / "convergence.png")
     print(to_display(glue).to_string())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_write
-from .tables import config_label
+from .tables import with_labels
 
 
 def convergence_figure(runs: pd.DataFrame, path: Path) -> list[Path]:
@@ -19,11 +19,11 @@ def convergence_figure(runs: pd.DataFrame, path: Path) -> list[Path]:
     from matplotlib.ticker import MaxNLocator
 
     written = []
-    for task, group in runs.groupby("task"):
+    for task, group in with_labels(runs).groupby("task"):
         points = []
         for _, row in group.iterrows():
             for e in row["epochs"]:
-                points.append({"config": config_label(row), "epoch": e["epoch"], "score": e["dev"]["score"]})
+                points.append({"config": row["config"], "epoch": e["epoch"], "score": e["dev"]["score"]})
         curves = pd.DataFrame(points).groupby(["config", "epoch"])["score"].mean().reset_index()
         fig, ax = plt.subplots(figsize=(6, 4))
         for config, c in curves.groupby("config"):

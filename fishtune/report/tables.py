@@ -12,10 +12,42 @@ def config_label(row: pd.Series) -> str:
     return f"{row['model']} / {row['method_tag']} / {row['mask_tag']}"
 
 
+def with_labels(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add `config`: the tag label, plus `[key=value, ...]` for the keys that differ when runs of
+    different configs share tags (they are separate rows, never pooled as seeds)."""
+    base = runs.apply(config_label, axis=1)
+    labels = base.copy()
+    for _, idx in base.groupby(base).groups.items():
+        group = runs.loc[idx]
+        if group["row_digest"].nunique() == 1:
+            continue
+        configs = {d: c for d, c in zip(group["row_digest"], group["row_config"])}
+        keys = sorted({k for c in configs.values() for k in c})
+        differ = [k for k in keys if len({_fmt_value(c.get(k)) for c in configs.values()}) > 1]
+        short = _short_names(differ)
+        for i in idx:
+            config = runs.at[i, "row_config"]
+            labels[i] = f"{base[i]} [" + ", ".join(f"{short[k]}={_fmt_value(config.get(k))}" for k in differ) + "]"
+    return runs.assign(config=labels)
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """`train.lr` -> `lr` unless two differing keys share the last component."""
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)}
+
+
+def _fmt_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def glue_table(runs: pd.DataFrame, *, value: str = "score") -> pd.DataFrame:
     """Rows: configurations; columns: tasks (GLUE order) + Avg; cells: mean, std and seed count."""
-    runs = runs.assign(config=runs.apply(config_label, axis=1))
-    grouped = runs.groupby(["config", "task"])[value].agg(["mean", "std", "count"]).reset_index()
+    runs = with_labels(runs)
+    grouped = runs.groupby(["config", "task"]).agg(mean=(value, "mean"), std=(value, "std"),
+                                                   count=("seed", "nunique")).reset_index()
     tasks = [t for t in GLUE_ORDER if t in set(grouped["task"])]
     table = pd.DataFrame(index=sorted(set(grouped["config"])))
     for _, g in grouped.iterrows():
@@ -24,10 +56,17 @@ def glue_table(runs: pd.DataFrame, *, value: str = "score") -> pd.DataFrame:
         table.loc[g["config"], f"{g['task']}_n"] = g["count"]
     means = table[[f"{t}_mean" for t in tasks]]
     table["avg"] = means.mean(axis=1, skipna=False)  # only where every task has a number
-    trainable = runs.groupby("config")["trainable"].agg(lambda s: sorted(set(s)))
-    table.insert(0, "trainable", trainable.map(lambda v: v[0] if len(v) == 1 else ",".join(map(str, v))))
+    table.insert(0, "trainable", runs.groupby("config")["trainable"].agg(_distinct))
+    # Entries of the budget that can move (a LoRA A entry under an unselected, zero B column cannot).
+    table.insert(1, "live", runs.groupby("config")["live"].agg(_distinct))
     table.index.name = "config"
-    return table[["trainable"] + [c for t in tasks for c in (f"{t}_mean", f"{t}_std", f"{t}_n")] + ["avg"]]
+    return table[["trainable", "live"] + [c for t in tasks for c in (f"{t}_mean", f"{t}_std", f"{t}_n")] + ["avg"]]
+
+
+def _distinct(values: pd.Series) -> str:
+    """One value, or the distinct values joined (e.g. live counts that differ by task or seed)."""
+    found = sorted({int(v) for v in values.dropna()})
+    return ",".join(map(str, found)) if found else "–"
 
 
 def format_cell(mean: float, std: float) -> str:
@@ -41,6 +80,7 @@ def to_display(table: pd.DataFrame) -> pd.DataFrame:
     tasks = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     shown = pd.DataFrame(index=table.index)
     shown["trainable"] = table["trainable"]
+    shown["live"] = table["live"]
     for t in tasks:
         shown[t] = [format_cell(m, s) for m, s in zip(table[f"{t}_mean"], table[f"{t}_std"])]
         shown[f"{t} seeds"] = table[f"{t}_n"].astype("Int64")
@@ -76,14 +116,24 @@ def _tex(text: str) -> str:
 
 
 def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration and task: trainable entries, warm-up/Fisher/train/total seconds, peak memory (means)."""
-    runs = runs.assign(config=runs.apply(config_label, axis=1), peak_rss_mib=runs["peak_rss_bytes"] / 2**20)
-    cols = ["trainable", "time_fisher_warmup_s", "time_fisher_s", "time_train_s", "time_total_s", "peak_rss_mib"]
-    return runs.groupby(["config", "task", "device"])[cols].mean().round(2)
+    """Per configuration, task and device: trainable entries (integers) and mean seconds per stage,
+    peak memory. A total below the sum of its parts (records made before resumed sessions added up
+    their wall time) is shown as missing rather than as a wrong number."""
+    runs = with_labels(runs)
+    parts = runs[["time_fisher_warmup_s", "time_fisher_s", "time_train_s", "time_eval_s"]].fillna(0).sum(axis=1)
+    total = runs["time_total_s"].where(runs["time_total_s"] >= parts - 1e-3)
+    runs = runs.assign(time_total_s=total, peak_rss_mib=runs["peak_rss_bytes"] / 2**20)
+    keys = ["config", "task", "device"]
+    counts = runs.groupby(keys)[["trainable", "live"]].first().astype("Int64")
+    cols = ["time_fisher_warmup_s", "time_fisher_s", "time_train_s", "time_total_s", "peak_rss_mib"]
+    return counts.join(runs.groupby(keys)[cols].mean().round(2))
 
 
 def mask_share_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Share of the mask that fell in LoRA's A matrices, per masked configuration and task."""
-    masked = runs[runs["mask"] != "none"]
-    masked = masked.assign(config=masked.apply(config_label, axis=1))
-    return masked.groupby(["config", "task"])["share_lora_A"].mean().round(3).to_frame()
+    """Share of the mask per parameter family (columns), per masked configuration and task (means)."""
+    masked = with_labels(runs[runs["mask"] != "none"])
+    if masked.empty:
+        return pd.DataFrame()
+    shares = pd.DataFrame(list(masked["share_by_family"]), index=masked.index)
+    shares = shares.reindex(sorted(shares.columns), axis=1)
+    return shares.assign(config=masked["config"], task=masked["task"]).groupby(["config", "task"]).mean().round(3)

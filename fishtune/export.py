@@ -1,0 +1,126 @@
+"""`fishtune export RUN_DIR [--merge] [--out DIR]`: the trained adapter of a run, or a merged model.
+
+A complete run folder holds `config.yaml` (resolved) and `adapter/`, the trained adapter and the
+HF head in the library's own format (PEFT for lora/dora, AdapterHub for the others). Without
+`--merge` the adapter folder is copied to DIR (default RUN_DIR/export). With `--merge` the base
+model is rebuilt from the config, the adapter loaded onto it and folded into the weights
+(PEFT `merge_and_unload`), and a plain transformers model + tokenizer is written to DIR (default
+RUN_DIR/merged), after checking on a probe batch that its logits equal the unmerged model's
+(fp32, 1e-5). Methods that cannot be merged (bottleneck adapters, prefix tuning, UniPELT) and
+full fine-tuning say why in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .errors import FishtuneError
+from .record import RECORD_NAME, read_record
+
+ADAPTER_DIR = "adapter"
+TOLERANCE = 1e-5
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    """The resolved config of a complete run (one-line errors for anything else)."""
+    record = read_record(run_dir / RECORD_NAME)
+    if record is None or not (run_dir / "config.yaml").is_file():
+        raise FishtuneError(f"{run_dir} is not a fishtune run folder (no {RECORD_NAME} / config.yaml)")
+    if record.get("status") != "complete":
+        raise FishtuneError(f"run {run_dir} is {record.get('status')}, not complete; finish it first")
+    return OmegaConf.load(run_dir / "config.yaml")
+
+
+def load_base(cfg: DictConfig):
+    """The run's base model and tokenizer, rebuilt as the run built them (same seed: same new head)."""
+    from .models import load_model
+    from .tasks import get_task
+
+    return load_model(cfg.model, get_task(cfg.task.name), seed=int(cfg.seed))
+
+
+def load_trained(run_dir: Path) -> tuple[nn.Module, DictConfig]:
+    """The trained model of a run: its base model with `adapter/` loaded (PEFT or AdapterHub)."""
+    cfg = run_config(run_dir)
+    adapter = run_dir / ADAPTER_DIR
+    if not adapter.is_dir():
+        raise FishtuneError(_no_adapter(cfg, run_dir))
+    base = load_base(cfg).model
+    if (adapter / "adapter_model.safetensors").exists() or (adapter / "adapter_model.bin").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, str(adapter)), cfg
+    from .methods._adapterhub import load
+
+    return load(base, adapter), cfg
+
+
+def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Path:
+    """Write the export of `run_dir` (module docstring); returns the folder written."""
+    from .methods import get_method
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    method = get_method(cfg.method.name)
+    if merge and method.merge is not None:
+        raise FishtuneError(method.merge)
+    if not (run_dir / ADAPTER_DIR).is_dir():
+        raise FishtuneError(_no_adapter(cfg, run_dir))
+    target = Path(out) if out else run_dir / ("merged" if merge else "export")
+    if target.exists() and any(target.iterdir()):
+        raise FishtuneError(f"{target} exists and is not empty; choose another --out")
+    if not merge:
+        shutil.copytree(run_dir / ADAPTER_DIR, target, dirs_exist_ok=True)
+        return target
+    model, _ = load_trained(run_dir)
+    model.eval()
+    probe = _probe(model)
+    with torch.no_grad():
+        before = model(**probe).logits
+        merged = model.merge_and_unload()
+        diff = float((merged(**probe).logits - before).abs().max())
+    if diff > TOLERANCE:
+        raise FishtuneError(f"the merged model's logits differ from the unmerged ones by {diff:.2g} (> {TOLERANCE})")
+    merged.save_pretrained(str(target))
+    load_base(cfg).tokenizer.save_pretrained(str(target))
+    return target
+
+
+def _probe(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A fixed batch of token ids (two lengths, with padding) to compare merged and unmerged logits."""
+    vocab = model.config.vocab_size
+    ids = torch.randint(5, vocab, (4, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[2:, 10:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _no_adapter(cfg: DictConfig, run_dir: Path) -> str:
+    from .methods import get_method
+
+    method = get_method(cfg.method.name)
+    if cfg.method.name == "full":
+        return method.merge or "full fine-tuning has no adapter"
+    return f"{run_dir} has no {ADAPTER_DIR}/ folder (runs from before fishtune saved AdapterHub adapters)"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fishtune export", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a complete run folder (results/runs/...)")
+    parser.add_argument("--merge", action="store_true", help="fold LoRA/DoRA into the weights: a plain transformers model")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/export or RUN_DIR/merged)")
+    args = parser.parse_args(argv)
+    try:
+        target = export(args.run_dir, merge=args.merge, out=args.out)
+    except FishtuneError as err:
+        print(f"fishtune: error: {err}", file=sys.stderr)
+        return 1
+    print(target)
+    return 0

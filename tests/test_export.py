@@ -1,0 +1,98 @@
+"""Adapters saved in their library's format load back exactly; `fishtune export [--merge]`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from conftest import GLUE, REPO, TINY, records
+from fishtune.batching import encode
+from fishtune.data import load_split
+from fishtune.methods import apply_method, method_config, save_adapter
+from fishtune.models import load_model
+from fishtune.tasks import get_task
+from fishtune.train import predict
+
+ADAPTERHUB = ("adapter_pfeiffer", "adapter_houlsby", "adapter_parallel", "prefix", "unipelt")
+
+
+def _dev_logits(model, tokenizer) -> torch.Tensor:
+    task = get_task("mrpc")
+    dev = encode(load_split(task, task.eval_splits[0], data_dir=GLUE, source="local", max_samples=16, seed=0),
+                 tokenizer=tokenizer, max_length=64, token_type_ids=True, regression=False)
+    return torch.from_numpy(predict(model, dev, batch_size=8, pad_id=tokenizer.pad_token_id, multiple=8,
+                                    device=torch.device("cpu"), autocast=False))
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_model(OmegaConf.load(REPO / "configs" / "model" / "tiny-bert.yaml"), get_task("mrpc"), seed=1)
+
+
+@pytest.mark.parametrize("method", ADAPTERHUB)
+def test_adapterhub_adapter_and_head_round_trip(base, method: str, tmp_path: Path) -> None:
+    from fishtune.methods._adapterhub import load
+
+    setup = apply_method(copy.deepcopy(base.model), method_config(method))
+    torch.manual_seed(0)
+    with torch.no_grad():   # as after training: adapter and head far from their init
+        for p in setup.model.parameters():
+            if p.requires_grad:
+                p.add_(0.3 * torch.randn_like(p))
+    expected = _dev_logits(setup.model, base.tokenizer)
+    assert save_adapter(setup.model, tmp_path / "adapter")
+    fresh = load(copy.deepcopy(base.model), tmp_path / "adapter")
+    torch.testing.assert_close(_dev_logits(fresh, base.tokenizer), expected, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """One tiny run folder per method used below (a multirun of four cells)."""
+    from fishtune.cli import main
+
+    root = tmp_path_factory.mktemp("export")
+    assert main(["run", "-m", *TINY, f"runs_root={root}", "method=lora,dora,adapter_pfeiffer,full",
+                 "train.max_train_samples=16", "train.max_eval_samples=8", "train.lr=1e-2"]) == 0
+    return {r["method"]: Path(r["output_dir"]) for r in records(root)}
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_merge_gives_a_plain_model_with_the_same_logits(runs, method: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from fishtune.cli import main
+    from fishtune.export import load_trained
+
+    assert main(["export", str(runs[method]), "--merge", "--out", str(tmp_path / "merged")]) == 0
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    unmerged, _ = load_trained(runs[method])
+    torch.testing.assert_close(_dev_logits(merged, tokenizer), _dev_logits(unmerged, tokenizer), atol=1e-5, rtol=0)
+
+
+def test_adapterhub_run_exports_its_final_adapter(runs, tmp_path: Path) -> None:
+    from fishtune.cli import main
+    from fishtune.export import load_trained
+
+    folder = runs["adapter_pfeiffer"]
+    assert main(["export", str(folder), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "adapter_config.json").is_file()
+    model, _ = load_trained(folder)   # the run's base model + its saved adapter and head
+    params = dict(model.named_parameters())
+    for name, value in load_file(str(folder / "peft_final.safetensors")).items():
+        assert torch.equal(params[name], value), name
+
+
+@pytest.mark.parametrize("method,words", [("adapter_pfeiffer", "cannot be merged"), ("full", "full fine-tuning")])
+def test_unmergeable_methods_say_so_in_one_line(runs, capsys, method: str, words: str) -> None:
+    from fishtune.cli import main
+
+    assert main(["export", str(runs[method]), "--merge"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1 and not (runs[method] / "merged").exists()

@@ -1,0 +1,174 @@
+"""The model guard: configs that ask transformers to run code are refused before transformers runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub
+import pytest
+from omegaconf import OmegaConf
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import GLUE
+from fishtune.errors import ModelLoadError
+from fishtune.models import MINILM_PACKAGE, load_model, package_model_dir
+from fishtune.tasks import get_task
+
+MRPC = get_task("mrpc")
+BERT: dict[str, Any] = {"model_type": "bert", "hidden_size": 32}
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def model_cfg(**keys: Any):
+    """A `model=` config group as in configs/model/*.yaml (path overrides package and hub_id)."""
+    return OmegaConf.create({"name": "guarded", "package": None, "hub_id": None, "path": None, "tiny": None, **keys})
+
+
+def model_folder(root: Path, config: Any) -> Path:
+    """A local model folder whose config.json is `config` (a str is written as is)."""
+    folder = root / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    return folder
+
+
+@pytest.fixture
+def spy(monkeypatch) -> list[tuple[str, dict]]:
+    """Record every tokenizer/model from_pretrained call (name, kwargs), then run the real one."""
+    calls: list[tuple[str, dict]] = []
+    for cls in (AutoTokenizer, AutoModelForSequenceClassification):
+        real = cls.from_pretrained
+
+        def recorded(*args, _real=real, _name=cls.__name__, **kwargs):
+            calls.append((_name, kwargs))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", recorded)
+    return calls
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch) -> Path:
+    """An empty Hugging Face cache that huggingface_hub uses (the Hub is offline in tests)."""
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def cached_snapshot(cache: Path, repo_id: str) -> Path:
+    """The snapshot folder of `repo_id` at COMMIT, with refs/main pointing to it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    return snapshot
+
+
+def test_kernels_is_not_installed() -> None:
+    assert importlib.util.find_spec("kernels") is None, "the `kernels` package must never be installed (README: Security)"
+
+
+REFUSED = [
+    ({**BERT, "_attn_implementation_internal": "kernels-community/evil"}, "_attn_implementation_internal"),
+    ({**BERT, "auto_map": {"AutoModel": "evil.Model"}}, "auto_map"),
+    ({**BERT, "trust_remote_code": True}, "trust_remote_code"),
+    ({**BERT, "text_config": {"model_type": "bert", "auto_map": {}}}, "text_config.auto_map"),
+    ({**BERT, "encoder": {"decoder": {"trust_remote_code": True}}}, "encoder.decoder.trust_remote_code"),
+    ({**BERT, "decoder": {"_attn_implementation_internal": "a/b"}}, "decoder._attn_implementation_internal"),
+    ({**BERT, "sub_configs": [{"x": 1}, {"auto_map": None}]}, "sub_configs[1].auto_map"),
+]
+
+
+@pytest.mark.parametrize("config,key_path", REFUSED, ids=[k for _, k in REFUSED])
+def test_code_keys_are_refused_at_any_depth(config: dict, key_path: str, tmp_path: Path, spy) -> None:
+    folder = model_folder(tmp_path, config)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(model_cfg(path=str(folder)), MRPC, seed=1)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for word in ("'guarded'", str(folder / "config.json"), repr(key_path), "refuses models that ask to run code"):
+        assert word in msg, f"{word!r} not in: {msg}"
+    assert spy == []  # refused before any transformers call
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", None])
+def test_unsupported_model_types_are_refused(model_type: str | None, tmp_path: Path, spy) -> None:
+    folder = model_folder(tmp_path, {"model_type": model_type} if model_type else {"hidden_size": 32})
+    with pytest.raises(ModelLoadError, match=rf"model_type {model_type!r} is not a supported encoder"):
+        load_model(model_cfg(path=str(folder)), MRPC, seed=1)
+    assert spy == []
+
+
+@pytest.mark.parametrize("content,words", [
+    ("{not json", ["not valid JSON"]),
+    ('["bert"]', ["not a JSON object"]),
+    (None, ["no config.json", "model.path="]),
+])
+def test_broken_config_files_are_refused(content: str | None, words: list[str], tmp_path: Path, spy) -> None:
+    folder = model_folder(tmp_path, content or "{}")
+    if content is None:
+        (folder / "config.json").unlink()
+    with pytest.raises(ModelLoadError) as err:
+        load_model(model_cfg(path=str(folder)), MRPC, seed=1)
+    msg = str(err.value)
+    assert "\n" not in msg and str(folder / "config.json") in msg
+    for word in words:
+        assert word in msg, f"{word!r} not in: {msg}"
+    assert spy == []
+
+
+def test_a_clean_local_copy_of_minilm_loads_without_remote_code(tmp_path: Path, spy) -> None:
+    folder = tmp_path / "minilm"
+    shutil.copytree(package_model_dir(MINILM_PACKAGE), folder)
+    loaded = load_model(model_cfg(path=str(folder)), MRPC, seed=1)
+    assert loaded.source == str(folder) and not loaded.is_tiny
+    assert loaded.model.config.num_labels == 2
+    assert [name for name, _ in spy] == ["AutoTokenizer", "AutoModelForSequenceClassification"]
+    assert all(kwargs["trust_remote_code"] is False for _, kwargs in spy)
+    assert "kernels" not in sys.modules
+
+
+def test_the_tiny_model_tokenizer_is_loaded_without_remote_code(spy) -> None:
+    tiny = {"arch": "bert", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 8}
+    assert load_model(model_cfg(tiny=tiny), MRPC, seed=1).is_tiny
+    assert spy == [("AutoTokenizer", {"trust_remote_code": False})]
+
+
+def test_a_cached_hub_config_is_checked_before_loading(hub_cache: Path, spy) -> None:
+    snapshot = cached_snapshot(hub_cache, "evil/model")
+    (snapshot / "config.json").write_text(json.dumps({**BERT, "text_config": {"trust_remote_code": True}}))
+    with pytest.raises(ModelLoadError, match=r"'text_config.trust_remote_code'.*refuses models that ask to run code"):
+        load_model(model_cfg(hub_id="evil/model"), MRPC, seed=1)
+    assert spy == []
+
+
+def test_a_hub_model_loads_the_snapshot_that_was_checked(hub_cache: Path, spy) -> None:
+    snapshot = cached_snapshot(hub_cache, "clean/minilm")
+    for file in package_model_dir(MINILM_PACKAGE).iterdir():
+        (snapshot / file.name).symlink_to(file)
+    loaded = load_model(model_cfg(hub_id="clean/minilm"), MRPC, seed=1)
+    assert loaded.source == "clean/minilm"
+    pin = {"trust_remote_code": False, "revision": COMMIT, "cache_dir": str(hub_cache)}
+    assert all(kwargs.items() >= pin.items() for _, kwargs in spy) and len(spy) == 2
+
+
+def test_the_cli_refuses_with_one_line_and_writes_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    from fishtune.cli import main
+
+    folder = model_folder(tmp_path, {**BERT, "encoder": {"auto_map": {"AutoModel": "evil.Model"}}})
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "model=minilm-l6", f"model.path={folder}", "train.progress=false",
+                 f"data.dir={GLUE}", f"runs_root={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err
+    assert code != 0
+    errors = [line for line in err.splitlines() if line.startswith("fishtune: error:")]
+    assert len(errors) == 1 and "'encoder.auto_map'" in errors[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+    assert not list(tmp_path.rglob("results.json"))

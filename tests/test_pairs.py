@@ -1,0 +1,61 @@
+"""Every shipped pair (configs/pair/): the masked cells train exactly the vanilla cell's count."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from conftest import REPO
+from fishtune.config import config_digest, validate
+from fishtune.methods import apply_method, method_config
+from fishtune.models import load_model
+from fishtune.selection import mask_budget, matched_budget
+from fishtune.tasks import get_task
+
+PAIRS = sorted(p.stem for p in (REPO / "configs" / "pair").glob("*.yaml"))
+ARCHS = ("tiny-bert",)   # counts per architecture: tests/test_methods.py
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
+        cfg = compose(config_name="run", overrides=list(overrides))
+    validate(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def bases() -> dict:
+    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
+        models = {arch: compose(config_name="run", overrides=[f"model={arch}"]).model for arch in ARCHS}
+    return {arch: load_model(cfg, get_task("mrpc"), seed=1).model for arch, cfg in models.items()}
+
+
+def test_there_is_a_pair_for_every_method() -> None:
+    from fishtune.methods import REGISTRY
+
+    assert set(PAIRS) == set(REGISTRY)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("pair", PAIRS)
+def test_pair_counts_are_equal(bases, pair: str, arch: str) -> None:
+    vanilla = _compose(f"+pair={pair}", f"model={arch}", "mask=none")
+    masked = _compose(f"+pair={pair}", f"model={arch}", "mask=fish")
+    # The vanilla cell is the plain method config (same run folder as `method=<pair>`)...
+    assert config_digest(vanilla) == config_digest(_compose(f"method={pair}", f"model={arch}", "mask=none"))
+    partner = method_config(masked.mask.keep_match)
+    if pair != "full":   # ... and it is the config the masked cells match (full matches LoRA r=8)
+        assert dict(partner) == dict(vanilla.method)
+
+    v = apply_method(copy.deepcopy(bases[arch]), vanilla.method)
+    m = apply_method(copy.deepcopy(bases[arch]), masked.method)
+    matched = matched_budget(copy.deepcopy(bases[arch]), masked.mask, own_dense=m.count(m.dense))
+    k = mask_budget(masked.mask, method_total=m.count(m.candidates), head_total=m.count(m.head), matched=matched)
+    p = apply_method(copy.deepcopy(bases[arch]), partner)
+    # Optimizer-updated entries: selected + dense + head, equal on both sides.
+    assert k + m.count(m.dense) + m.count(m.head) == p.count(p.candidates) + p.count(p.dense) + p.count(p.head)
+    if pair != "full":
+        assert k == v.count(v.candidates) and m.count(m.dense) == v.count(v.dense)
+    assert 1.5 * k < m.count(m.candidates) < 2.5 * k or pair == "full"   # the masked method is about twice as large

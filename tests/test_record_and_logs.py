@@ -1,0 +1,106 @@
+"""Provenance read at import, per-run peak memory, a fixed dev subset, length-grouped warm-up
+batches and plain progress lines when the output is not a terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+
+from conftest import GLUE, records
+
+
+def test_provenance_is_what_the_process_imported(monkeypatch) -> None:
+    from fishtune import provenance
+    from fishtune.record import environment
+
+    assert provenance.AT_IMPORT["source_sha256"] == provenance.source_digest()
+    monkeypatch.setattr(provenance, "git_revision", lambda *a, **k: {"commit": "later", "dirty": False})
+    git = environment(torch.device("cpu"))["git"]
+    assert git["commit"] != "later" and git["read_at"] == "import" and len(git["source_sha256"]) == 64
+
+
+def test_source_digest_changes_with_any_source_file(tmp_path: Path) -> None:
+    from fishtune.provenance import source_digest
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    before = source_digest(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text("")
+    assert source_digest(tmp_path) != before
+
+
+def test_peak_memory_is_per_run() -> None:
+    from fishtune.record import peak_memory, reset_peak_memory
+
+    big = np.ones(400_000_000 // 8)  # an earlier cell's peak
+    big[::512] = 2.0
+    del big
+    reset_peak_memory()
+    after = peak_memory(torch.device("cpu"))
+    assert after["cpu_peak_scope"] == "run"
+    assert after["cpu_peak_rss_bytes"] < _rss_bytes() + 200 * 2**20  # the 400 MB peak is not inherited
+
+
+def _rss_bytes() -> int:
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_every_seed_is_scored_on_the_same_dev_subset() -> None:
+    from fishtune.runner import _load_data
+    from fishtune.tasks import get_task
+
+    subsets = []
+    for seed in (1, 2):
+        with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
+            cfg = compose(config_name="run", overrides=[f"seed={seed}", "train.max_eval_samples=50",
+                                                         "train.max_train_samples=50", f"data.dir={GLUE}"])
+        train, evals = _load_data(cfg, get_task("mrpc"))
+        subsets.append(([e.text_a for e in train], [e.text_a for e in evals["dev"]]))
+    assert subsets[0][1] == subsets[1][1]  # dev: a fixed subset
+    assert subsets[0][0] != subsets[1][0]  # train: drawn with the run seed
+
+
+def test_warmup_batches_are_length_grouped(monkeypatch) -> None:
+    import fishtune.selection as selection
+    from fishtune.batching import encode
+    from fishtune.data import load_split
+    from fishtune.models import MINILM_PACKAGE, package_model_dir
+    from fishtune.tasks import get_task
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    examples = load_split(get_task("sst2"), "train", source="local", data_dir=GLUE, max_samples=2000, seed=0)
+    data = encode(examples, tokenizer, max_length=128, token_type_ids=True, regression=False)
+    widths, tokens = [], []
+    real_iterate = selection.iterate
+
+    def spy(data, batches, **kw):
+        for batch in real_iterate(data, batches, **kw):
+            widths.append(batch["input_ids"].numel())
+            tokens.append(int(batch["attention_mask"].sum()))
+            yield batch
+
+    monkeypatch.setattr(selection, "iterate", spy)
+    model = torch.nn.Module()
+    model.dummy = torch.nn.Parameter(torch.zeros(1))
+    model.forward = lambda **kw: type("Out", (), {"logits": model.dummy.expand(kw["input_ids"].shape[0], 2) * 1.0})()
+    selection._dense_warmup(model, data, steps=40, batch_size=32, lr=1e-3, seed=1, pad_id=0,
+                            device=torch.device("cpu"), autocast=False)
+    assert len(widths) == 40
+    # Real tokens / padded positions: 0.77 length-grouped (rounded up to 8), 0.32 for the plain shuffle
+    # the warm-up used before (the same 40 batches of SST-2).
+    assert sum(tokens) / sum(widths) > 0.7
+
+
+def test_plain_progress_lines_when_output_is_not_a_terminal(run_cli, tmp_path: Path, capsys) -> None:
+    assert run_cli("train.progress=true", "train.max_train_samples=96") == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "ETA" in line]
+    assert len(lines) >= 10 and "\r" not in err
+    assert "epoch 1/1  step 12/12 (100%)  loss" in lines[-1]
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "complete"
