@@ -5,8 +5,20 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fishtune-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 SEEDS  ?= 1,2,3
+# reproduce-cpu: its own runs folder (runs_root is not part of a config), two single-thread cells at a
+# time (hydra/launcher=parallel: joblib, from the `cluster` extra that `make install` includes);
+# LAUNCHER= runs the cells one after the other in this process.
+CPU_RUNS  ?= results/runs/cpu
+JOBS      ?= 2
+LAUNCHER  ?= hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS)
+CPU_EXPERIMENTS := table3_cpu table3_cpu_r1 table1_cpu ablation_warmup_cpu ablation_keep_cpu \
+                   ablation_samples_cpu ablation_scope_cpu ablation_labels_cpu
+# reproduce (paper scale): Hub models on CUDA; GPU_LAUNCHER=hydra/launcher=slurm spreads the cells over a cluster.
+GPU_RUNS  ?= results/runs/gpu
+GPU_LAUNCHER ?=
+GPU_EXPERIMENTS := table3 table1 table6
 
-.PHONY: help install run test test-slow bench report reproduce clean
+.PHONY: help install run test test-slow bench report reproduce reproduce-cpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,9 +50,21 @@ bench: install  ## the CPU speed benchmark (writes results/bench/*.json)
 report: install  ## tables and figures from results/runs
 	$(BIN)/fishtune report
 
-reproduce: install  ## the MiniLM study of the README (MRPC, RTE; vanilla vs FISH/random/reverse), then the report
-	$(OFFLINE) $(BIN)/fishtune run -m experiment=minilm_contrastive task=mrpc,rte seed=$(SEEDS)
-	$(BIN)/fishtune report
+# Both reproduce targets are resumable and idempotent: a complete cell is skipped, a failed cell does not
+# stop the others (nor the next experiment: `-`), and with every record present they train nothing and
+# only report. The records are then copied (complete, non-test only) into results/study/<name>/, kept
+# in git, and the tables + figures are regenerated from that copy, so they can be rebuilt from git alone.
+reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the ablations; ~3 days on 2 cores), then the report
+	for e in $(CPU_EXPERIMENTS); do $(OFFLINE) $(BIN)/fishtune run -m experiment=$$e runs_root=$(CPU_RUNS) $(LAUNCHER) \
+	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
+	$(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu
+	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu
+
+reproduce: install  ## the paper-scale study (Hub models on a CUDA GPU: Tables 1, 3, 6), then the report
+	for e in $(GPU_EXPERIMENTS); do $(BIN)/fishtune run -m experiment=$$e train.device=cuda runs_root=$(GPU_RUNS) $(GPU_LAUNCHER) \
+	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
+	$(BIN)/python scripts/snapshot_records.py $(GPU_RUNS) results/study/paper-gpu
+	$(BIN)/fishtune report --runs results/study/paper-gpu --out results/tables/paper-gpu
 
 clean:  ## remove the virtual environment and build files (keeps results/)
 	rm -rf $(VENV) build dist *.egg-info

@@ -34,6 +34,11 @@ examples:
 
 # Outcomes of the runs of this process, in order (complete, skipped, failed, diverged).
 OUTCOMES: list[str] = []
+# A multirun's cells may run in other processes (launcher plugins: joblib, submitit/SLURM). Each such
+# cell writes its outcome as one file into the folder this variable names ("<pid>:<folder>"; the
+# launching process sets it for every job through `hydra.job.env_set`), and the launching process
+# counts them in its summary.
+OUTCOME_ENV = "FISHTUNE_OUTCOMES"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +72,11 @@ def _run(args: list[str]) -> int:
     _quiet_libraries()
     OUTCOMES.clear()
     multirun = [a for a in args if a in ("-m", "--multirun")]
-    sys.argv = ["fishtune run", *multirun, *(a for a in args if a not in multirun)]
+    elsewhere = _outcome_folder() if multirun else None
+    report = [f"++hydra.job.env_set.{OUTCOME_ENV}='{os.getpid()}:{elsewhere}'"] if elsewhere else []
+    # The override goes first: argparse takes the overrides as one positional list, which must not
+    # come after flags such as `--cfg job`.
+    sys.argv = ["fishtune run", *multirun, *report, *(a for a in args if a not in multirun)]
     app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
     try:
         app()
@@ -77,7 +86,49 @@ def _run(args: list[str]) -> int:
     except ValueError as err:  # Hydra's own argument checks, e.g. `-m` together with `--cfg`
         print(f"fishtune: error: {err}", file=sys.stderr)
         return 2
-    return _summarise(OUTCOMES, multirun=bool(multirun))
+    finally:
+        remote = _collect_outcomes(elsewhere)
+    return _summarise(OUTCOMES + remote, multirun=bool(multirun), elsewhere=len(remote))
+
+
+def _outcome_folder():
+    """A fresh folder (under the sweep root, so cluster nodes that share the working directory see it)
+    for the outcomes of cells that run in other processes."""
+    import tempfile
+    from pathlib import Path
+
+    root = Path("results/sweeps").resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".outcomes-", dir=root))
+    except OSError:
+        return None
+
+
+def _collect_outcomes(folder) -> list[str]:
+    """The outcomes other processes reported into `folder` (then removed with the folder)."""
+    import shutil
+
+    if folder is None:
+        return []
+    outcomes = [p.read_text().strip() for p in sorted(folder.glob("*.outcome"))]
+    shutil.rmtree(folder, ignore_errors=True)
+    return outcomes
+
+
+def _report_outcome(status: str) -> None:
+    """In a process other than the sweep's launcher: leave this cell's outcome where it counts it."""
+    from pathlib import Path
+
+    owner, _, folder = os.environ.get(OUTCOME_ENV, "").partition(":")
+    if not folder or owner == str(os.getpid()) or not Path(folder).is_dir():
+        return
+    try:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(Path(folder) / f"{os.getpid()}-{os.urandom(4).hex()}.outcome", status)
+    except Exception as err:  # the run's record holds the truth; the summary is a convenience
+        print(f"fishtune: could not report this cell's outcome to the sweep: {err}", file=sys.stderr)
 
 
 def _run_job(cfg) -> str:
@@ -99,14 +150,20 @@ def _run_job(cfg) -> str:
         print(f"fishtune: error: {type(err).__name__}: {err} (traceback.txt in the run folder)", file=sys.stderr)
         status = "failed"
     OUTCOMES.append(status)
+    _report_outcome(status)
     return status
 
 
-def _summarise(outcomes: list[str], *, multirun: bool) -> int:
+def _summarise(outcomes: list[str], *, multirun: bool, elsewhere: int = 0) -> int:
     counts = Counter(outcomes)
     bad = counts["failed"] + counts["diverged"]
-    if multirun:
-        print(f"fishtune: {len(outcomes)} cells: {counts['complete']} completed, {counts['skipped']} skipped "
+    if multirun and not outcomes:
+        # Cells ran where they could not report back (e.g. SLURM nodes without this folder): say so.
+        print("fishtune: the cells ran in other processes and none reported an outcome here; each run's "
+              "results.json holds its status (`fishtune report` lists them in runs_status.md)", file=sys.stderr)
+    elif multirun:
+        where = f" ({elsewhere} reported by other processes)" if elsewhere else ""
+        print(f"fishtune: {len(outcomes)} cells{where}: {counts['complete']} completed, {counts['skipped']} skipped "
               f"(already complete), {counts['failed']} failed, {counts['diverged']} diverged", file=sys.stderr)
     return 1 if bad else 0
 

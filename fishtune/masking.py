@@ -117,7 +117,8 @@ def mask_stats(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor] | None =
     Returns ``selected`` (True entries), ``total`` and ``by_family`` ({family: {selected, total,
     share_of_mask}}, share_of_mask = family's selected / all selected), where ``families`` maps each
     parameter name to the family its method declared (`MethodSetup.candidates`; without it every
-    tensor counts as family "all"). With ``scores``, also
+    tensor counts as family "all") and ``selected_by_param`` ({parameter name: selected entries},
+    names as given, for the report's per-layer mask anatomy). With ``scores``, also
     ``threshold_ties``: entries outside the mask whose score equals the boundary score (the k-th kept
     one), and ``zero_score_selected``: kept entries whose score is exactly 0.
     """
@@ -131,6 +132,7 @@ def mask_stats(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor] | None =
         fam["share_of_mask"] = fam["selected"] / selected if selected else 0.0
     stats: dict = {"selected": selected, "total": sum(int(f["total"]) for f in by_family.values())}
     stats["by_family"] = by_family
+    stats["selected_by_param"] = {name: int(m.sum()) for name, m in sorted(mask.items())}
     if scores is not None:
         stats.update(_score_stats(mask, scores))
     return stats

@@ -25,7 +25,8 @@ from .batching import Encoded, encode
 from .config import comparable_config, comparison_digest, flatten, resolved_runtime, run_dir, validate
 from .data import DEFAULT_GLUE_DIR, Example, load_split
 from .errors import ConfigError, DivergedError, FishtuneError
-from .frozen import EntryMask, count_changed
+from .fishmask import FishMask
+from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
 from .models import load_model, uses_token_type_ids
@@ -72,6 +73,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     device, autocast = pick_device(cfg.train)
     train_ex, eval_ex = _load_data(cfg, task)
     loaded = load_model(cfg.model, task, seed=cfg.seed)
+    model_total = sum(p.numel() for p in loaded.model.parameters())  # before the method adds anything
     # mask.keep_match: the matched method config is counted on a fresh copy of this very model.
     base = copy.deepcopy(loaded.model) if cfg.mask.name != "none" and cfg.mask.get("keep_match") is not None else None
     setup = apply_method(loaded.model, cfg.method)
@@ -86,7 +88,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         if existing and existing.get("status") == "complete" and cfg.train.resume:
             return _skipped(folder, existing)
         return _run_locked(cfg, runtime, folder, existing, task, loaded, setup, train_ex, eval_ex,
-                           method_total, head_total, keep, device, autocast)
+                           method_total, head_total, keep, device, autocast, backbone=model_total - head_total)
 
 
 def _skipped(folder: Path, existing: dict) -> dict:
@@ -96,7 +98,7 @@ def _skipped(folder: Path, existing: dict) -> dict:
 
 def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing: dict | None, task: TaskSpec,
                 loaded, setup: MethodSetup, train_ex, eval_ex, method_total: int, head_total: int,
-                keep: int | None, device: torch.device, autocast: bool) -> dict:
+                keep: int | None, device: torch.device, autocast: bool, backbone: int) -> dict:
     """Everything that writes into the run folder (the caller holds its lock)."""
     # Nothing was written so far; from here on the run folder is ours.
     resuming = bool(cfg.train.resume and (folder / CHECKPOINT).exists())
@@ -111,6 +113,7 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
         "mask": cfg.mask.name, "mask_tag": str(cfg.mask.tag), "seed": int(cfg.seed),
         "trainable": {"peft_total": method_total, "peft_selected": keep or method_total,
                       "peft_live": keep or method_total, "head": head_total, "dense": setup.count(setup.dense),
+                      "backbone": backbone,  # the pre-trained model without its head, before the method
                       **({"inference": setup.inference_count} if setup.inference_count is not None else {}),
                       "by_family": _family_totals(setup)},
         "padding_sensitive": setup.padding_sensitive,
@@ -169,11 +172,14 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
     model = setup.model.to(device)
     params = dict(model.named_parameters())
 
-    mask, entry_mask = None, None
+    mask, fish_mask = None, None
     if keep is not None:
         mask = _mask_for_run(cfg, setup, train_data, record, folder, keep, device, autocast, resuming, pad_id)
-        entry_mask = EntryMask(model, mask)
-        record.data["mask_storage_bytes"] = entry_mask.storage_bytes()
+        # Bound now (tensors with nothing selected stop requiring grad before the optimizer is made);
+        # the Trainer attaches it to its optimizer, as a user attaches a FishMask to theirs. The audit
+        # below compares with peft_init.safetensors, so no snapshot is kept.
+        fish_mask = FishMask(mask, families=setup.candidates, pairs=setup.factor_pairs).bind(model, snapshot=False)
+        record.data["mask_storage_bytes"] = fish_mask.storage_bytes()
     elif not resuming:
         _save_params(folder / INIT_FILE, params, setup.method_params)
     initial = load_file(str(folder / INIT_FILE))
@@ -189,7 +195,7 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
 
     train_model = _compiled(model, t) if t.compile else model
     trainer = Trainer(train_model, t, device=device, autocast=autocast, seed=int(cfg.seed), pad_id=pad_id,
-                      evaluate=evaluate, entry_mask=entry_mask, checkpoint_path=folder / CHECKPOINT,
+                      evaluate=evaluate, entry_mask=fish_mask, checkpoint_path=folder / CHECKPOINT,
                       on_epoch_end=on_epoch_end)
     progress = trainer.fit(train_data, resume=resuming)
 

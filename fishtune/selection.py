@@ -13,8 +13,6 @@ to its initial value, so masked training starts from the same point as the vanil
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,12 +22,7 @@ from torch import Tensor, nn
 
 from .batching import Encoded, iterate, train_order
 from .errors import ConfigError
-from .fisher import empirical_fisher
-from .live import Pair, dead_entries, select_live
-from .masking import mask_stats, select_mask
-from .train import make_optimizer, model_inputs, task_loss
-
-log = logging.getLogger(__name__)
+from .live import Pair
 
 
 def mask_budget(mask_cfg: DictConfig, *, method_total: int, head_total: int, matched: int | None = None) -> int:
@@ -84,43 +77,26 @@ def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig,
                pairs: Sequence[Pair] = (), families: Mapping[str, str] | None = None) -> MaskResult:
     """Select the `keep` method entries that will train (FISH, reverse or random).
 
+    The mask stage of `fishtune run`, through the public API (`FishMask.from_fisher`) with the run's
+    own batches: the warm-up's length-grouped batches and the Fisher's seeded sample of the data.
     `pairs` are the method's zero-initialised factor pairs (`fishtune.live`): the stats count the
     selected entries that can never move, and `mask.live=true` selects only entries that can.
     """
-    params = dict(model.named_parameters())
-    warmup_time = fisher_time = 0.0
-    if mask_cfg.strategy == "random":
-        scores = {n: torch.zeros(params[n].shape) for n in method_params}  # shapes only
-    else:
-        if mask_cfg.fisher_at == "warmup" and mask_cfg.warmup_steps > 0:
-            start = time.perf_counter()
-            initial = {n: p.detach().clone() for n, p in params.items() if p.requires_grad}
-            _dense_warmup(model, data, steps=mask_cfg.warmup_steps, batch_size=mask_cfg.fisher_batch_size,
-                          lr=lr, seed=seed, pad_id=pad_id, device=device, autocast=autocast)
-            warmup_time = time.perf_counter() - start
-        start = time.perf_counter()
-        batches = _fisher_batches(data, mask_cfg, seed=seed, pad_id=pad_id, device=device)
-        # fp32 whatever the training precision: empirical_fisher turns autocast off inside.
-        scores = empirical_fisher(model, batches, num_samples=mask_cfg.num_samples, estimator=mask_cfg.estimator,
-                                  labels=mask_cfg.labels, param_names=method_params)
-        fisher_time = time.perf_counter() - start
-        if mask_cfg.fisher_at == "warmup" and mask_cfg.warmup_steps > 0:
-            with torch.no_grad():
-                for n, value in initial.items():
-                    params[n].copy_(value)
-        scores = {n: s.cpu() for n, s in scores.items()}
-    starting = {n: params[n].detach().cpu() for n in method_params}  # where masked training starts
-    if mask_cfg.get("live"):
-        mask = select_live(scores, keep=keep, strategy=mask_cfg.strategy, seed=int(mask_cfg.seed), pairs=pairs,
-                           initial=starting)
-    else:
-        mask = select_mask(scores, keep=keep, strategy=mask_cfg.strategy, seed=int(mask_cfg.seed),
-                           scope=mask_cfg.scope)
-    stats = mask_stats(mask, None if mask_cfg.strategy == "random" else scores, families=families)
-    stats.update(dead_stats(dead_entries(mask, pairs, starting), stats["selected"], families))
+    from .fishmask import FishMask
+
+    warmup = mask_cfg.fisher_at == "warmup" and mask_cfg.warmup_steps > 0
+    fish = FishMask.from_fisher(
+        model, _fisher_batches(data, mask_cfg, seed=seed, pad_id=pad_id, device=device), keep=keep,
+        strategy=mask_cfg.strategy, live=bool(mask_cfg.get("live")), scope=mask_cfg.scope,
+        num_samples=mask_cfg.num_samples, labels=mask_cfg.labels, estimator=mask_cfg.estimator,
+        params=method_params, fisher_at="warmup" if warmup else "init", warmup_steps=int(mask_cfg.warmup_steps),
+        warmup_lr=lr, seed=int(mask_cfg.seed), families=families, pairs=pairs, autocast=autocast,
+        warmup_batches=_warmup_batches(data, batch_size=mask_cfg.fisher_batch_size, seed=seed, pad_id=pad_id,
+                                       device=device) if warmup else None)
+    stats = fish.stats
     if mask_cfg.strategy != "random":
         stats["fisher_precision"] = "fp32"
-    return MaskResult(mask, stats, fisher_time, warmup_time)
+    return MaskResult(fish.mask, stats, fish.info["fisher_time_s"], fish.info["warmup_time_s"])
 
 
 def dead_stats(dead: Mapping[str, int], selected: int, families: Mapping[str, str] | None) -> dict:
@@ -143,24 +119,22 @@ def _fisher_batches(data: Encoded, mask_cfg: DictConfig, *, seed: int, pad_id: i
     return iterate(data, batches, pad_id=pad_id, multiple=1, device=device)
 
 
+def _warmup_batches(data: Encoded, *, batch_size: int, seed: int, pad_id: int,
+                    device: torch.device) -> Iterator[dict[str, Tensor]]:
+    """The warm-up's batches, endless: length-grouped, dynamically padded as in training, epochs
+    -2, -3, ... of `train_order` (a pure function of the seed)."""
+    lengths = data.lengths()
+    epoch = -2
+    while True:
+        order = train_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch, group_by_length=True)
+        yield from iterate(data, order, pad_id=pad_id, multiple=8, device=device)
+        epoch -= 1
+
+
 def _dense_warmup(model: nn.Module, data: Encoded, *, steps: int, batch_size: int, lr: float, seed: int,
                   pad_id: int, device: torch.device, autocast: bool) -> None:
     """`steps` plain AdamW steps (constant lr) on every trainable parameter; the optimizer is discarded."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, lr=lr, weight_decay=0.0, device=device)
-    model.train()
-    lengths = data.lengths()
-    done = 0
-    epoch = -2
-    while done < steps:
-        # Length-grouped, dynamically padded batches as in training (a pure function of the seed).
-        order = train_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch, group_by_length=True)
-        for batch in iterate(data, order[: steps - done], pad_id=pad_id, multiple=8, device=device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(**model_inputs(batch)).logits
-            task_loss(logits, batch["labels"]).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done += 1
-        epoch -= 1
-    log.info("dense warm-up: %d steps before the Fisher (parameters restored afterwards)", steps)
+    from .fishmask import dense_warmup
+
+    dense_warmup(model, _warmup_batches(data, batch_size=batch_size, seed=seed, pad_id=pad_id, device=device),
+                 steps=steps, lr=lr, autocast=autocast)

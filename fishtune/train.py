@@ -1,8 +1,11 @@
 """The training loop: AdamW, linear warm-up/decay, dev evaluation each epoch, checkpoints.
 
-It knows nothing of LoRA, masks or Fisher: it trains whatever requires grad, and calls an
-optional `EntryMask` after backward and after each optimizer step. The hot loop has no host
-sync except every `log_every` steps (loss readout and the NaN check).
+It knows nothing of LoRA, masks or Fisher: it trains whatever requires grad. An optional mask
+(`fishtune.FishMask`, or a bare `fishtune.frozen.EntryMask`) is attached to its optimizer exactly as
+a user attaches one to theirs (`mask.attach(optimizer)`): the mask's hooks mask each gradient
+inside `backward()` (so clipping sees the masked gradients) and restore the frozen entries after
+each optimizer step; there is no other masking code path. The hot loop has no host sync except
+every `log_every` steps (loss readout and the NaN check).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,9 +30,16 @@ from tqdm.auto import tqdm
 from .batching import Encoded, eval_order, iterate, train_order
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import DivergedError
-from .frozen import EntryMask
 
 log = logging.getLogger(__name__)
+
+
+class Maskable(Protocol):
+    """What the trainer needs of a mask: `FishMask` and `EntryMask` both have it."""
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> object: ...
+
+    def detach(self) -> None: ...
 
 
 def task_loss(logits: Tensor, labels: Tensor, *, reduction: str = "mean") -> Tensor:
@@ -95,7 +106,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: DictConfig, *, device: torch.device, autocast: bool,
                  seed: int, pad_id: int, evaluate: Callable[[], dict[str, float]],
-                 entry_mask: EntryMask | None = None, checkpoint_path: Path | None = None,
+                 entry_mask: Maskable | None = None, checkpoint_path: Path | None = None,
                  on_epoch_end: Callable[[Progress], None] | None = None):
         self.model, self.cfg, self.device, self.autocast = model, cfg, device, autocast
         self.seed, self.pad_id, self.evaluate = seed, pad_id, evaluate
@@ -112,15 +123,24 @@ class Trainer:
         optimizer = make_optimizer(self.params, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay), device=self.device)
         scheduler = linear_schedule(optimizer, warmup_steps=round(cfg.warmup_ratio * total), total_steps=total)
         progress = Progress()
-        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
-            progress = load_checkpoint(self.checkpoint_path, self.model, optimizer, scheduler)
-            log.info("resumed from %s at epoch %d step %d", self.checkpoint_path, progress.epoch, progress.step_in_epoch)
-        if progress.global_step == 0:
-            torch.manual_seed(self.seed)  # the dropout stream starts the same whatever ran before
+        # Attached before a checkpoint is loaded: the frozen values were recorded when the mask was
+        # bound, and a checkpoint holds exactly those at every frozen entry.
+        if self.entry_mask is not None:
+            self.entry_mask.attach(optimizer)
+        try:
+            if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
+                progress = load_checkpoint(self.checkpoint_path, self.model, optimizer, scheduler)
+                log.info("resumed from %s at epoch %d step %d", self.checkpoint_path, progress.epoch,
+                         progress.step_in_epoch)
+            if progress.global_step == 0:
+                torch.manual_seed(self.seed)  # the dropout stream starts the same whatever ran before
 
-        self.model.train()
-        while progress.epoch < cfg.epochs and progress.global_step < total:
-            self._run_epoch(train_data, lengths, progress, optimizer, scheduler, total)
+            self.model.train()
+            while progress.epoch < cfg.epochs and progress.global_step < total:
+                self._run_epoch(train_data, lengths, progress, optimizer, scheduler, total)
+        finally:
+            if self.entry_mask is not None:
+                self.entry_mask.detach()
         return progress
 
     def _run_epoch(self, data: Encoded, lengths: list[int], progress: Progress,
@@ -191,16 +211,12 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model(**model_inputs(batch)).logits
         loss = task_loss(logits, batch["labels"])
-        loss.backward()
-        if self.entry_mask is not None:
-            self.entry_mask.mask_grads()
+        loss.backward()                 # an attached mask's hooks mask the gradients here
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, float(self.cfg.grad_clip), foreach=True)
-        optimizer.step()
+        optimizer.step()                # ... and restore the frozen entries right after the step
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if self.entry_mask is not None:
-            self.entry_mask.restore_frozen()
         return loss
 
     def _check_finite(self, loss_sum: Tensor, progress: Progress) -> None:

@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
 """Copy the records (results.json + config.yaml) of complete runs into a folder kept in git.
 
+    python scripts/snapshot_records.py results/runs/cpu results/study/minilm-l6-cpu
     python scripts/snapshot_records.py results/runs results/study/minilm-l6 --model minilm-l6 --task mrpc --task rte
 
-Weights, masks and checkpoints stay behind (they are large and reproducible from the config);
-the README's tables are regenerated from the snapshot with `fishtune report --runs <dest>`.
+Only complete runs of real models are copied: runs that are running, interrupted, failed or diverged
+stay behind (rerun them; the report lists them from the runs folder), and so do random-init
+test-model runs and records that cannot be read (named on stderr). Weights, masks and checkpoints
+stay behind too (large, and reproducible from the config): the record carries what the report
+needs (`mask_stats.selected_by_param` for the mask anatomy). Idempotent: rerunning it copies the
+same files again and changes nothing else. The README's tables are regenerated from the snapshot
+with `fishtune report --runs <dest>`.
 """
 
 from __future__ import annotations
@@ -12,30 +18,47 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
+from collections import Counter
 from pathlib import Path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path)
     parser.add_argument("dest", type=Path)
     parser.add_argument("--model", action="append", help="only these models")
     parser.add_argument("--task", action="append", help="only these tasks")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not args.source.is_dir():
+        print(f"snapshot_records: no folder {args.source}", file=sys.stderr)
+        return 2
+    left: Counter[str] = Counter()
     copied = 0
     for record_path in sorted(args.source.rglob("results.json")):
-        rec = json.loads(record_path.read_text())
-        if rec.get("status") != "complete" or rec.get("test_model"):
+        try:
+            rec = json.loads(record_path.read_text(encoding="utf-8"))
+            status, test_model, model, task = rec.get("status"), rec.get("test_model"), rec["model"], rec["task"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            print(f"snapshot_records: skipped {record_path}: malformed record ({type(err).__name__}: {err})",
+                  file=sys.stderr)
+            left["malformed"] += 1
             continue
-        if (args.model and rec["model"] not in args.model) or (args.task and rec["task"] not in args.task):
+        if status != "complete" or test_model:
+            left["test model" if test_model else str(status)] += 1
+            continue
+        if (args.model and model not in args.model) or (args.task and task not in args.task):
             continue
         target = args.dest / record_path.parent.relative_to(args.source)
         target.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "config.yaml"):
-            shutil.copy2(record_path.parent / name, target / name)
+            if (record_path.parent / name).exists():
+                shutil.copy2(record_path.parent / name, target / name)
         copied += 1
-    print(f"copied {copied} complete run records to {args.dest}")
+    rest = ", ".join(f"{n} {s}" for s, n in sorted(left.items()))
+    print(f"copied {copied} complete run records to {args.dest}" + (f"; left behind: {rest}" if rest else ""))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

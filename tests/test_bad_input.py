@@ -49,6 +49,9 @@ CASES = [
     (["mask=fish", "mask.keep=100000000"], ["mask.keep", "larger than"]),
     (["data.dir=/nonexistent/glue"], ["mrpc", "/nonexistent/glue", "data.dir"]),
     (["model=roberta-base"], ["roberta-base", "model.path"]),       # offline, not cached
+    (["-m", "--cfg", "job"], ["Only one of"]),                      # Hydra's own argument check
+    (["mask=fish", "mask.live=true", "mask.scope=per_tensor"], ["mask.live", "global"]),
+    (["train.eval_subset_seed=x"], ["train.eval_subset_seed"]),
 ]
 
 

@@ -1,56 +1,119 @@
-"""`fishtune report` on hand-made records: mean ± std over seeds, skips, CSV/LaTeX/figures."""
+"""`fishtune report` on hand-made records: cells (mean ± std (n), flags), skips listed, pooling by
+digest, Tables 1/3/5/6, paired differences with their t intervals, mask anatomy, ablations, and
+byte-identical regeneration (also of the committed results/tables/minilm-l6)."""
 
 from __future__ import annotations
 
+import filecmp
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from conftest import REPO
+from fishtune.report.anatomy import anatomy_table, locate
 from fishtune.report.cli import main as report_main
+from fishtune.report.pairs import t_interval
+
+LORA = "base_model.model.bert.encoder.layer.{}.attention.self.{}.lora_{}.default.weight"
 
 
 def _record(root: Path, *, task: str, mask: str, seed: int, score: float, status: str = "complete",
             test_model: bool = False, lr: float = 2e-3, finished_at: str = "2026-11-28T10:00:00+00:00",
-            folder_name: str | None = None, total: float = 10.0) -> Path:
-    folder = root / task / "minilm-l6" / "lora-r16" / mask / (folder_name or f"seed{seed}")
+            folder_name: str | None = None, total: float = 10.0, method_tag: str = "lora-r16", r: int = 16,
+            config: dict | None = None, baseline: float | None = 50.0, extra: dict | None = None,
+            selected: int = 100, metrics: dict | None = None) -> Path:
+    folder = root / task / "minilm-l6" / method_tag / mask / (folder_name or f"seed{seed}")
     folder.mkdir(parents=True)
-    config = {"task.name": task, "model.name": "minilm-l6", "method.r": 16, "mask.name": mask, "train.lr": lr,
-              "train.device": "cpu", "train.precision": "fp32"}
-    rec = {"status": status, "task": task, "model": "minilm-l6", "method": "lora", "method_tag": "lora-r16",
-           "mask": mask, "mask_tag": mask, "seed": seed, "score": score, "best_score": score, "test_model": test_model,
-           "trainable": {"peft_total": 200, "peft_selected": 100, "head": 10},
-           "mask_stats": {"by_family": {"lora_A": {"share_of_mask": 0.4}}},
-           "comparison": {"digest": f"{task}-{mask}-{lr}", "config": config}, "finished_at": finished_at,
-           "time_s": {"total": total, "train": 8.0, "fisher": 1.0}, "memory": {"cpu_peak_rss_bytes": 2**30},
-           "hardware": {"device": "cpu"}, "last": {"dev": {"accuracy": score, "score": score}},
-           "epochs": [{"epoch": 1, "dev": {"score": score - 1}}, {"epoch": 2, "dev": {"score": score}}]}
+    strategy = {"none": None, "fish": "fish", "random": "random", "reverse": "reverse"}.get(mask, mask)
+    comparable = {"task.name": task, "model.name": "minilm-l6", "method.r": r, "mask.name": mask, "train.lr": lr,
+                  "train.device": "cpu", "train.precision": "fp32", "method.tag": method_tag, "mask.tag": mask,
+                  **({"mask.strategy": strategy} if strategy else {}), **(config or {})}
+    digest = json.dumps(sorted((k, str(v)) for k, v in comparable.items()))
+    dev = metrics or {"accuracy": score}
+    rec = {"status": status, "task": task, "model": "minilm-l6", "method": "lora", "method_tag": method_tag,
+           "mask": mask, "mask_tag": mask, "seed": seed, "test_model": test_model,
+           "trainable": {"peft_total": 200, "peft_selected": selected, "head": 10, "backbone": 20000},
+           "comparison": {"digest": digest, "config": comparable}, "finished_at": finished_at,
+           "hardware": {"device": "cpu"}}
+    if status == "complete":
+        rec.update(score=score, best_score=score, last={"dev": {**dev, "score": score}},
+                   mask_stats={"by_family": {"lora_A": {"share_of_mask": 0.4}}},
+                   time_s={"total": total, "train": 8.0, "fisher": 1.0}, memory={"cpu_peak_rss_bytes": 2**30},
+                   epochs=[{"epoch": 1, "dev": {"score": score - 1}}, {"epoch": 2, "dev": {"score": score}}])
+        if baseline is not None:
+            rec["majority_baseline"] = {"accuracy": baseline, "score": baseline}
+    else:
+        rec["error"] = "RuntimeError: boom" if status == "failed" else ""
+    rec.update(extra or {})
     (folder / "results.json").write_text(json.dumps(rec))
     return folder
 
 
-def test_report_aggregates_seeds_and_skips_unfinished(tmp_path: Path, capsys) -> None:
+def _report(runs: Path, out: Path, *extra: str) -> int:
+    return report_main(["--runs", str(runs), "--out", str(out), "--no-figures", *extra])
+
+
+def _csv(out: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(out / f"{name}.csv", index_col=0)
+
+
+def test_report_aggregates_seeds_and_lists_what_it_leaves_out(tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     for seed, score in ((1, 70.0), (2, 72.0), (3, 74.0)):
         _record(runs, task="rte", mask="fish", seed=seed, score=score)
-    _record(runs, task="mrpc", mask="fish", seed=1, score=80.0)
+    _record(runs, task="mrpc", mask="fish", seed=1, score=80.0, metrics={"f1": 84.0, "accuracy": 76.0})
     _record(runs, task="rte", mask="random", seed=1, score=10.0, status="running")
     _record(runs, task="rte", mask="reverse", seed=1, score=99.0, test_model=True)
     out = tmp_path / "tables"
-    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert _report(runs, out) == 0
 
-    table = pd.read_csv(out / "glue.csv", index_col=0)
+    table = _csv(out, "table1")
     row = table.loc["minilm-l6 / lora-r16 / fish"]
-    assert row["live"] == "–"  # these hand-made records predate the live count
-    assert row["rte_mean"] == 72.0 and row["rte_std"] == 2.0 and row["rte_n"] == 3  # sample std of 70, 72, 74
-    assert row["mrpc_mean"] == 80.0 and pd.isna(row["mrpc_std"])
-    assert row["avg"] == 76.0 and row["trainable"] == 100
-    assert len(table) == 1  # the running record and the test-model record are not tabulated
-    tex = (out / "glue.tex").read_text()
-    assert "72.00 $\\pm$ 2.00" in tex and "\\toprule" in tex
-    assert (out / "convergence_rte.png").stat().st_size > 1000
-    assert "| minilm-l6 / lora-r16 / fish | 100 | – | 80.00 | 1 | 72.00 ± 2.00 | 3 | 76.00 |" in (out / "tables.md").read_text()
-    assert "72.00 ± 2.00" in capsys.readouterr().out
+    assert row["rte acc mean"] == 72.0 and row["rte acc std"] == 2.0 and row["rte acc n"] == 3  # sample std
+    assert row["mrpc F1 mean"] == 84.0 and row["mrpc acc mean"] == 76.0 and pd.isna(row["mrpc F1 std"])
+    assert row["avg"] == 76.0 and str(row["trainable"]) == "100" and row["backbone_pct"] == "0.5%"
+    assert len(table) == 1  # the running record and the test-model record are not tabulated ...
+    status = _csv(out, "runs_status")
+    assert dict(zip(status["mask_tag"], status["status"])) == {"fish": "complete", "random": "running",
+                                                               "reverse": "excluded"}  # ... but listed
+    md = (out / "table1.md").read_text()
+    assert ("| minilm-l6 / lora-r16 / fish | fish | 100 | 0.5% | – | 84.00 (n=1) | 76.00 (n=1) | 72.00 ± 2.00 (n=3) "
+            "| 76.00 |") in md
+    tex = (out / "table1.tex").read_text()
+    assert "72.00 $\\pm$ 2.00 (n=3)" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "72.00 ± 2.00 (n=3)" in capsys.readouterr().out
+    assert "## Runs and their status" in (out / "tables.md").read_text()
+
+
+def test_failed_diverged_collapsed_and_missing_cells_are_shown(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _record(runs, task="rte", mask="fish", seed=1, score=70.0)
+    _record(runs, task="rte", mask="fish", seed=2, score=50.0)              # = majority baseline: collapsed
+    _record(runs, task="rte", mask="fish", seed=3, score=0.0, status="failed")
+    _record(runs, task="rte", mask="fish", seed=4, score=0.0, status="diverged")
+    _record(runs, task="mrpc", mask="none", seed=1, score=80.0, method_tag="lora-r8", r=8)
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    shown = (out / "table1.md").read_text()
+    assert "60.00 ± 14.14 (n=2) [1 collapsed, 1 failed, 1 diverged]" in shown  # failed/diverged: not in the mean
+    assert "missing" in shown  # fish has no MRPC run, vanilla no RTE run
+    row = _csv(out, "table1").loc["minilm-l6 / lora-r16 / fish"]
+    assert (row["rte acc collapsed"], row["rte acc failed"], row["rte acc diverged"]) == (1, 1, 1)
+    status = _csv(out, "runs_status")
+    assert sorted(status["status"]) == ["collapsed", "complete", "complete", "diverged", "failed"]
+    assert "RuntimeError: boom" in (out / "runs_status.md").read_text()
+
+
+def test_records_without_a_baseline_borrow_one_from_the_same_task_and_data(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _record(runs, task="rte", mask="fish", seed=1, score=50.0, baseline=None)  # an old record
+    _record(runs, task="rte", mask="random", seed=1, score=60.0)
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    assert "50.00 (n=1) [1 collapsed]" in (out / "table1.md").read_text()
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
@@ -63,11 +126,13 @@ def test_runs_of_different_configs_are_separate_rows_never_seeds(tmp_path: Path)
     runs = tmp_path / "runs"
     _record(runs, task="mrpc", mask="fish", seed=1, score=80.0, lr=2e-3, folder_name="a")
     _record(runs, task="mrpc", mask="fish", seed=2, score=70.0, lr=5e-4, folder_name="b")
+    _record(runs, task="mrpc", mask="fish", seed=3, score=0.0, lr=5e-4, folder_name="c", status="failed")
     out = tmp_path / "tables"
-    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
-    table = pd.read_csv(out / "glue.csv", index_col=0)
+    assert _report(runs, out) == 0
+    table = _csv(out, "table1")
     assert sorted(table.index) == ["minilm-l6 / lora-r16 / fish [lr=0.0005]", "minilm-l6 / lora-r16 / fish [lr=0.002]"]
-    assert list(table["mrpc_n"]) == [1, 1] and set(table["mrpc_mean"]) == {70.0, 80.0}
+    assert list(table["mrpc acc n"]) == [1, 1] and set(table["mrpc acc mean"]) == {70.0, 80.0}
+    assert table.loc["minilm-l6 / lora-r16 / fish [lr=0.0005]", "mrpc acc failed"] == 1  # in its own row
 
 
 def test_the_same_config_and_seed_twice_counts_once_the_newest(tmp_path: Path, capsys) -> None:
@@ -76,11 +141,13 @@ def test_the_same_config_and_seed_twice_counts_once_the_newest(tmp_path: Path, c
     _record(runs, task="mrpc", mask="fish", seed=1, score=80.0, folder_name="new", finished_at="2026-11-02T00:00:00+00:00")
     _record(runs, task="mrpc", mask="fish", seed=2, score=70.0)
     out = tmp_path / "tables"
-    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
-    row = pd.read_csv(out / "glue.csv", index_col=0).loc["minilm-l6 / lora-r16 / fish"]
-    assert row["mrpc_n"] == 2 and row["mrpc_mean"] == 75.0  # 80 (newest of seed 1) and 70
+    assert _report(runs, out) == 0
+    row = _csv(out, "table1").loc["minilm-l6 / lora-r16 / fish"]
+    assert row["mrpc acc n"] == 2 and row["mrpc acc mean"] == 75.0  # 80 (newest of seed 1) and 70
     err = capsys.readouterr().err
     assert "duplicate run of one config and seed" in err and "/old and" in err
+    status = _csv(out, "runs_status")
+    assert status.loc["mrpc/minilm-l6/lora-r16/fish/old", "status"] == "duplicate"
 
 
 def test_legacy_records_get_their_digest_from_config_yaml(tmp_path: Path) -> None:
@@ -94,10 +161,10 @@ def test_legacy_records_get_their_digest_from_config_yaml(tmp_path: Path) -> Non
         (folder / "config.yaml").write_text(f"seed: {seed}\ntask:\n  name: rte\ntrain:\n  lr: {lr}\n"
                                             f"  resume: true\nmask:\n  seed: {seed}\n")
     out = tmp_path / "tables"
-    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
-    table = pd.read_csv(out / "glue.csv", index_col=0)
-    assert dict(zip(table.index, table["rte_n"])) == {"minilm-l6 / lora-r16 / fish [lr=0.0005]": 1,
-                                                      "minilm-l6 / lora-r16 / fish [lr=0.002]": 2}
+    assert _report(runs, out) == 0
+    table = _csv(out, "table1")
+    assert dict(zip(table.index, table["rte acc n"])) == {"minilm-l6 / lora-r16 / fish [lr=0.0005]": 1,
+                                                          "minilm-l6 / lora-r16 / fish [lr=0.002]": 2}
 
 
 def test_malformed_records_are_named_and_skipped(tmp_path: Path, capsys) -> None:
@@ -108,16 +175,184 @@ def test_malformed_records_are_named_and_skipped(tmp_path: Path, capsys) -> None
     (bad / "results.json").write_text('{"status": "complete", "task": "rte"}')
     (runs / "rte" / "truncated").mkdir()
     (runs / "rte" / "truncated" / "results.json").write_text('{"status": "comp')
-    assert report_main(["--runs", str(runs), "--out", str(tmp_path / "tables")]) == 0
+    (runs / "rte" / "list").mkdir()
+    (runs / "rte" / "list" / "results.json").write_text('[1, 2]')
+    assert _report(runs, tmp_path / "tables") == 0
     err = capsys.readouterr().err
     assert "broken/results.json: malformed record" in err and "truncated/results.json: malformed record" in err
+    status = _csv(tmp_path / "tables", "runs_status")
+    assert status.loc["rte/broken", "status"] == status.loc["rte/truncated", "status"] == "malformed"
 
 
 def test_cost_table_counts_are_integers_and_totals_never_below_their_parts(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    _record(runs, task="rte", mask="fish", seed=1, score=70.0, total=5.0)  # train 8 + fisher 1 > 5
+    _record(runs, task="rte", mask="fish", seed=1, score=70.0, total=5.0,  # train 8 + fisher 1 > 5
+            extra={"mask_storage_bytes": 2048, "time_s": {"total": 5.0, "train": 8.0, "fisher": 1.0,
+                                                          "fisher_warmup": 3.0}})
     out = tmp_path / "tables"
-    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
-    cost = (out / "cost.csv").read_text()
-    assert ",100," in cost and "100.0" not in cost
-    assert pd.isna(pd.read_csv(out / "cost.csv")["time_total_s"].iloc[0])
+    assert _report(runs, out) == 0
+    cost = pd.read_csv(out / "table5.csv")
+    assert cost["trainable"].iloc[0] == 100 and ",100," in (out / "table5.csv").read_text()
+    assert pd.isna(cost["time_total_s"].iloc[0])
+    assert cost["time_epoch_s"].iloc[0] == 4.0 and cost["time_fisher_warmup_s"].iloc[0] == 3.0  # 8 s / 2 epochs
+    assert cost["mask_storage_kib"].iloc[0] == 2.0 and cost["peak_rss_mib"].iloc[0] == 1024.0
+    assert "| config | task | device | runs |" in (out / "table5.md").read_text()
+
+
+def _contrastive(runs: Path, scores: dict[str, list[float]], tasks=("mrpc", "rte"), **kw) -> None:
+    """Vanilla r=8 and FISH / random / reverse inside r=16 at the same count (100 entries)."""
+    for mask, values in scores.items():
+        tag, r = ("lora-r8", 8) if mask == "none" else ("lora-r16", 16)
+        for task in tasks:
+            for seed, score in enumerate(values, start=1):
+                _record(runs, task=task, mask=mask, seed=seed, score=score + (task == "rte"), method_tag=tag, r=r, **kw)
+
+
+def test_table3_and_paired_differences_over_matched_seeds(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _contrastive(runs, {"none": [70.0, 72.0, 74.0], "fish": [71.0, 74.0, 74.0], "random": [70.0, 70.0, 70.0],
+                        "reverse": [60.0, 61.0]})
+    # the same FISH config at another budget: its own group, never compared with this vanilla
+    _record(runs, task="mrpc", mask="fish", seed=1, score=99.0, selected=7, config={"mask.keep_ratio": 0.01},
+            folder_name="tiny")
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    t3 = _csv(out, "table3")
+    assert list(t3["kind"]) == ["vanilla", "fish", "random", "reverse"]
+    assert t3["budget"].nunique() == 1 and "/ 100 /" in t3["budget"].iloc[0]
+    assert t3.loc["minilm-l6 / lora-r16 / reverse", "rte n"] == 2
+    paired = pd.read_csv(out / "paired.csv")
+    fish_vanilla = paired[(paired["comparison"] == "FISH − vanilla") & (paired["task"] == "mrpc")].iloc[0]
+    assert fish_vanilla["n"] == 3 and fish_vanilla["seeds"] == "1,2,3"
+    mean, low, high = t_interval([1.0, 2.0, 0.0])  # FISH − vanilla per seed
+    assert fish_vanilla["mean_diff"] == pytest.approx(1.0) and fish_vanilla["ci95_low"] == pytest.approx(round(low, 4))
+    assert low == pytest.approx(1.0 - 4.302653 * 1.0 / math.sqrt(3), abs=1e-5) and high == pytest.approx(2 - low)
+    reverse = paired[(paired["comparison"] == "FISH − reverse") & (paired["task"] == "mrpc")].iloc[0]
+    assert reverse["n"] == 2 and reverse["mean_diff"] == pytest.approx(12.0)  # seeds 1, 2 only
+    avg = paired[(paired["comparison"] == "FISH − random") & paired["task"].str.startswith("avg")].iloc[0]
+    assert avg["n"] == 3 and avg["mean_diff"] == pytest.approx(3.0)
+    assert set(paired["fish"]) == {"minilm-l6 / lora-r16 / fish [keep_ratio=None]"}  # the 7-entry row has no partner
+    shown = (out / "paired.md").read_text()
+    assert "+1.00 [" in shown and "95%" in shown
+
+
+def test_a_single_pair_has_no_interval(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _contrastive(runs, {"none": [70.0], "fish": [72.5]}, tasks=("mrpc",))
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    assert "+2.50 (n=1, no CI)" in (out / "paired.md").read_text()
+
+
+def test_fish_is_linked_to_the_partner_whose_config_differs_least(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for fisher_at, bump in (("warmup", 0.0), ("init", -5.0)):
+        for mask in ("fish", "reverse"):
+            _record(runs, task="mrpc", mask=mask, seed=1, score=70.0 + bump - 10 * (mask == "reverse"),
+                    config={"mask.fisher_at": fisher_at}, folder_name=f"{mask}-{fisher_at}")
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    paired = pd.read_csv(out / "paired.csv")
+    assert len(paired) == 2 and set(paired["mean_diff"]) == {10.0}  # warmup-warmup and init-init only
+    assert all(f.split("[")[1] == p.split("[")[1] for f, p in zip(paired["fish"], paired["partner"]))
+
+
+def test_table6_is_one_task(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _contrastive(runs, {"none": [90.0], "fish": [91.0]}, tasks=("sst2", "mrpc"))
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    t6 = _csv(out, "table6")
+    assert list(t6.columns).count("sst2 acc mean") == 1 and "mrpc acc mean" not in t6.columns
+    assert report_main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--no-figures",
+                        "--table6-task", "cola"]) == 0
+    assert "No runs for this table." in (tmp_path / "t" / "table6.md").read_text()
+
+
+def test_mask_anatomy_from_records_and_from_mask_files(tmp_path: Path) -> None:
+    assert locate(LORA.format(3, "query", "A")) == ("3", "attention.self.query.lora_A")
+    adapter = "bert.encoder.layer.0.output.adapters.fishtune.adapter_down.0.bias"
+    assert locate(adapter) == ("0", "output.adapter_down.bias")
+    assert locate("bert.embeddings.word_embeddings.weight") == ("other", "embeddings.word_embeddings")
+    runs = tmp_path / "runs"
+    counts = {LORA.format(0, "query", "A"): 30, LORA.format(0, "query", "B"): 10, LORA.format(1, "query", "A"): 60}
+    new = _record(runs, task="mrpc", mask="fish", seed=1, score=70.0, folder_name="new")
+    rec = json.loads((new / "results.json").read_text())
+    rec["mask_stats"]["selected_by_param"] = counts
+    (new / "results.json").write_text(json.dumps(rec))
+    old = _record(runs, task="mrpc", mask="fish", seed=2, score=70.0, folder_name="old")  # no counts: mask file
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({LORA.format(0, "query", "A"): np.ones((4, 25), dtype=bool),
+               LORA.format(1, "query", "A"): np.zeros((4, 25), dtype=bool)}, str(old / "mask.safetensors"))
+    _record(runs, task="mrpc", mask="fish", seed=3, score=70.0, folder_name="lost")  # neither: left out
+    from fishtune.report.records import scan_records
+    from fishtune.report.cells import with_labels
+
+    (frame,) = with_labels(scan_records(runs).runs)
+    table = anatomy_table(frame).set_index(["layer", "site"])["share"]
+    # (0.3 + 1.0) / 2 runs, 0.1 / 2, 0.6 / 2: the mean over the two runs that have counts
+    assert table.to_dict() == {("0", "attention.self.query.lora_A"): 0.65, ("0", "attention.self.query.lora_B"): 0.05,
+                               ("1", "attention.self.query.lora_A"): 0.3}
+
+
+def test_ablation_table_follows_the_one_key_that_varies(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for steps in (0, 10, 50):
+        for seed in (1, 2):
+            _record(runs, task="mrpc", mask="fish", seed=seed, score=70.0 + steps / 10 + seed,
+                    config={"mask.warmup_steps": steps}, folder_name=f"w{steps}-{seed}")
+    _record(runs, task="mrpc", mask="random", seed=1, score=60.0, config={"mask.warmup_steps": 50})
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    abl = pd.read_csv(out / "ablation.csv")
+    warm = abl[abl["key"] == "mask.warmup_steps"]
+    assert list(warm["value"]) == [0, 10, 50] and list(warm["mean"]) == [71.5, 72.5, 76.5]
+    assert set(warm["n"]) == {2} and set(warm["series"]) == {"minilm-l6 / lora / fish"}
+
+
+def _fixture(runs: Path) -> None:
+    """A small study with every kind of row and status, for the byte-identity test."""
+    _contrastive(runs, {"none": [70.0, 72.0], "fish": [71.0, 73.5], "random": [69.0, 70.0], "reverse": [60.0, 50.0]},
+                 tasks=("mrpc",))  # one figure of each kind (figures take ~1 s each)
+    for steps in (0, 10):
+        _record(runs, task="mrpc", mask="fish", seed=1, score=65.0 + steps, config={"mask.warmup_steps": steps},
+                folder_name=f"warm{steps}", extra={"mask_stats": {"by_family": {}, "selected_by_param": {
+                    LORA.format(0, "value", "A"): 40 + steps, LORA.format(1, "value", "B"): 60 - steps}}})
+    _record(runs, task="rte", mask="fish", seed=3, score=0.0, status="failed")
+
+
+def test_a_report_is_byte_identical_when_regenerated(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _fixture(runs)
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert report_main(["--runs", str(runs), "--out", str(first)]) == 0
+    assert report_main(["--runs", str(runs), "--out", str(second)]) == 0
+    files = sorted(p.name for p in first.iterdir())
+    assert files == sorted(p.name for p in second.iterdir())
+    assert {f.rsplit(".", 1)[1] for f in files} == {"csv", "tex", "md", "png", "pdf"}
+    assert any(f.startswith("convergence_") for f in files) and any(f.startswith("mask_anatomy_") for f in files)
+    assert any(f.startswith("ablation_") for f in files)
+    match, mismatch, errors = filecmp.cmpfiles(first, second, files, shallow=False)
+    assert not mismatch and not errors, mismatch
+
+
+# The committed tables and figures were made with this matplotlib: other versions may render pixels
+# differently, so the figures are compared byte for byte only under it (the text files always are).
+FIGURES_MATPLOTLIB = "3.11.2"
+
+
+def test_the_committed_tables_regenerate_byte_for_byte(tmp_path: Path) -> None:
+    import matplotlib
+
+    committed = REPO / "results" / "tables" / "minilm-l6"
+    out = tmp_path / "minilm-l6"
+    assert report_main(["--runs", str(REPO / "results" / "study" / "minilm-l6"), "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(p.name for p in committed.iterdir())
+    texts = [f for f in files if not f.endswith((".png", ".pdf"))]
+    figures = [f for f in files if f.endswith((".png", ".pdf"))] if matplotlib.__version__ == FIGURES_MATPLOTLIB else []
+    _, mismatch, errors = filecmp.cmpfiles(committed, out, texts + figures, shallow=False)
+    assert not mismatch and not errors, f"regenerate with `fishtune report --runs results/study/minilm-l6 " \
+                                        f"--out results/tables/minilm-l6`: {mismatch}"

@@ -199,6 +199,7 @@ def masked_step(ctx: Context, model: nn.Module) -> tuple[Callable[[Batch], Tenso
     trainer = Trainer(model, OmegaConf.create({"grad_clip": None}), device=ctx.device, autocast=ctx.autocast,
                       seed=ctx.seed, pad_id=ctx.pad_id, evaluate=dict, entry_mask=entry_mask)
     opt = make_optimizer(trainer.params, lr=LR, weight_decay=0.0, device=ctx.device)
+    entry_mask.attach(opt)  # as Trainer.fit does: the mask's hooks run inside backward() and opt.step()
     sched = linear_schedule(opt, warmup_steps=0, total_steps=TOTAL_STEPS)
     return (lambda batch: trainer._step(batch, opt, sched)), entry_mask, opt
 

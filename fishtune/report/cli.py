@@ -1,4 +1,11 @@
-"""`fishtune report`: run records -> CSV + LaTeX tables and convergence figures."""
+"""`fishtune report`: run records -> the paper's tables (CSV, LaTeX, Markdown) and figures (PNG, PDF).
+
+Outputs (in --out): table1 (methods × GLUE metrics), table3 (contrastive study by budget), table5
+(cost), table6 (one task across models, --table6-task), paired (FISH − vanilla/random/reverse over
+matched seeds, 95% t CI), mask_share.csv, mask_anatomy.csv, ablation.csv, runs_status (every record
+and its status), tables.md (all tables), and the figures convergence_*, mask_anatomy_*, ablation_*.
+The same records always give byte-identical files.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +15,95 @@ import sys
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from .figures import convergence_figure
-from .records import load_records
-from .tables import cost_table, glue_table, mask_share_table, to_display, to_latex, to_markdown
+from .ablation import ablation_figures, ablation_table
+from .anatomy import anatomy_figures, anatomy_table
+from .cells import CELL_NOTE, with_labels
+from .cost import cost_table
+from .figures import convergence_figures
+from .pairs import __doc__ as PAIRS_DOC
+from .pairs import paired_differences
+from .records import scan_records
+from .render import to_markdown, write_table
+from .status import status_tables
+from .tables import mask_share_table, table1, table3, table6
+
+BUDGET_NOTE = ("trainable: method entries the optimizer updates (selected + dense group; the task head, the same "
+               "in every row of a model, is not counted); backbone_pct: trainable / the pre-trained model's "
+               "parameters without its head (records that predate `trainable.backbone`: –); live: trainable "
+               "entries that can move (see README, \"Budget that can never move\").")
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fishtune report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fishtune report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="results/runs", help="folder searched for results.json (any depth)")
     parser.add_argument("--out", default="results/tables", help="folder for the tables and figures")
     parser.add_argument("--task", action="append", help="only these tasks (repeatable)")
     parser.add_argument("--model", action="append", help="only these models (repeatable)")
+    parser.add_argument("--table6-task", default="sst2", help="the task of Table 6 (default: sst2)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--include-test-models", action="store_true",
                         help="also tabulate random-init test models (never results)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[fishtune report] %(message)s", force=True)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
 
     runs_root = Path(args.runs)
     if not runs_root.is_dir():
         print(f"fishtune report: error: no run folder {runs_root}; run `fishtune run` first or pass --runs",
               file=sys.stderr)
         return 2
-    runs = load_records(runs_root, include_test_models=args.include_test_models)
-    if not runs.empty and args.task:
-        runs = runs[runs["task"].isin(args.task)]
-    if not runs.empty and args.model:
-        runs = runs[runs["model"].isin(args.model)]
-    if runs.empty:
-        print(f"fishtune report: error: no complete runs under {runs_root} (matching the filters)", file=sys.stderr)
-        return 1
-
+    records = scan_records(runs_root, include_test_models=args.include_test_models)
+    runs, others, listing = records.runs, records.others, records.listing
+    for column, wanted in (("task", args.task), ("model", args.model)):
+        if wanted:
+            runs = runs[runs[column].isin(wanted)] if not runs.empty else runs
+            others = others[others[column].isin(wanted)] if not others.empty else others
+            listing = listing[listing[column].isin(wanted) | listing[column].isna()]
     out = Path(args.out)
-    glue = glue_table(runs)
-    atomic_write_text(out / "glue.csv", glue.to_csv())
-    atomic_write_text(out / "glue.tex", to_latex(glue))
-    cost, share = cost_table(runs), mask_share_table(runs)
-    atomic_write_text(out / "cost.csv", cost.to_csv())
-    atomic_write_text(out / "mask_share.csv", share.to_csv())
-    atomic_write_text(out / "tables.md", "\n\n".join([
-        "## Dev score (mean ± std over seeds)\n\n" + to_markdown(to_display(glue)),
-        "## Cost (means per run)\n\n" + to_markdown(cost.reset_index(level=[1, 2])),
-        "## Share of the mask per parameter family (means over seeds)\n\n"
-        + (to_markdown(share.reset_index(level=1)) if not share.empty else "No masked runs.\n"),
-    ]))
-    figures = convergence_figure(runs, out / "convergence.png")
-    print(to_display(glue).to_string())
-    print(f"\n{len(runs)} runs -> {out}/glue.csv, glue.tex, cost.csv, mask_share.csv, "
-          f"tables.md, {len(figures)} convergence figure(s)")
+    status_csv, status_md = status_tables(listing)  # written even when nothing is complete yet
+    atomic_write_text(out / "runs_status.csv", status_csv.to_csv(lineterminator="\n"))
+    atomic_write_text(out / "runs_status.md", status_md)
+    if runs.empty:
+        print(f"fishtune report: error: no complete runs under {runs_root} (matching the filters); "
+              f"every record and its status: {out / 'runs_status.md'}", file=sys.stderr)
+        return 1
+    runs, others = with_labels(runs, others)
+
+    sections = [
+        write_table(out, "table1", *table1(runs, others), title="Table 1: methods × GLUE (dev, last epoch)",
+                    note=f"{CELL_NOTE} avg: mean of the task scores (a task's score is the mean of its metrics), "
+                         f"only for rows with every task. {BUDGET_NOTE}"),
+        write_table(out, "table3", *table3(runs, others), title="Table 3: contrastive study (dev score per task)",
+                    note=f"Rows grouped by budget: same model, method family, trainable count, device and precision. "
+                         f"{CELL_NOTE} avg: mean of the task scores, only for rows with every task."),
+        write_table(out, "paired", *paired_differences(runs),
+                    title="Paired differences: FISH − vanilla / random / reverse over matched seeds",
+                    note=" ".join(PAIRS_DOC.split())),
+        write_table(out, "table5", *cost_table(runs), title="Table 5: cost (means over seeds)",
+                    note="Times in seconds: warm-up and Fisher (the mask stage), training per epoch, whole run; "
+                         "peak memory: host RSS and peak CUDA allocation (–: none); mask KiB: the mask's memory "
+                         "during training. runs: complete runs averaged."),
+        write_table(out, "table6", *table6(runs, others, args.table6_task),
+                    title=f"Table 6: {args.table6_task} across models × methods × masks", note=CELL_NOTE),
+    ]
+    share = mask_share_table(runs)
+    atomic_write_text(out / "mask_share.csv", share.to_csv(lineterminator="\n") if not share.empty else "")
+    sections.append("## Share of the mask per parameter family (means over seeds)\n\n"
+                    + (to_markdown(share.reset_index(level=1)) if not share.empty else "No masked runs.\n"))
+    anatomy = anatomy_table(runs)
+    atomic_write_text(out / "mask_anatomy.csv", anatomy.to_csv(index=False, lineterminator="\n"))
+    ablations = ablation_table(runs)
+    atomic_write_text(out / "ablation.csv", ablations.to_csv(index=False, lineterminator="\n"))
+    sections.append(status_md)
+    atomic_write_text(out / "tables.md", "\n\n".join(s.rstrip("\n") for s in sections) + "\n")
+
+    figures = []
+    if not args.no_figures:
+        figures = (convergence_figures(runs, out) + anatomy_figures(anatomy, out)
+                   + ablation_figures(ablations, out))
+    print((out / "table1.md").read_text(encoding="utf-8"))
+    print(f"{len(runs)} complete runs ({len(listing)} records) -> {out}/: table1, table3, table5, table6, paired "
+          f"(.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, ablation.csv, runs_status.csv/.md, tables.md, "
+          f"{len(figures)} figure files")
     return 0

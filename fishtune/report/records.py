@@ -1,10 +1,20 @@
-"""Read run records from disk into one flat table (no torch, no training code).
+"""Read run records from disk into flat tables (no torch, no training code).
 
 Pooling rule: seeds are pooled only when their comparable configs (the resolved config minus the
 seed and execution-only keys, with the device and precision it ran on) are equal, i.e. when their
 `comparison.digest` is. A record made before the digest existed gets one computed the same way from
 its folder's `config.yaml`. Two complete records with the same digest and seed are one cell run
 twice: the newest is used and the other is named in the log, never both.
+
+`scan_records` also keeps what is *not* a result, so that nothing is dropped silently: runs that
+failed, diverged, were interrupted or are still running (with the config and seed they belong to,
+so the tables can say "1 failed" in the right cell), malformed records, test-model runs and
+duplicates, each with its folder and status in `listing`.
+
+Collapsed runs: a complete run whose last-epoch dev `score` equals the record's `majority_baseline`
+score (the same metrics computed for always predicting the training majority class; regression:
+its mean) to within `COLLAPSE_TOL` is marked `collapsed`. Such a run is still a result (it counts
+in the means) and is flagged in every cell and in the listing.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,47 +32,130 @@ from ..config import _DIGEST_EXCLUDE, flatten
 
 log = logging.getLogger(__name__)
 
+COLLAPSE_TOL = 1e-6  # scores are stored with 4 decimals: equal predictions give equal numbers
+STRATEGY_KINDS = ("fish", "random", "reverse")
+
+
+@dataclass
+class Records:
+    runs: pd.DataFrame      # complete runs, one per (digest, seed): the newest
+    others: pd.DataFrame    # failed / diverged runs (no result) that no complete run supersedes
+    listing: pd.DataFrame   # every results.json found: folder (relative to the root), status, detail, ...
+
+
+LISTING_COLUMNS = ["folder", "status", "task", "model", "method_tag", "mask_tag", "seed", "detail"]
+
 
 def load_records(root: str | Path, *, include_test_models: bool = False) -> pd.DataFrame:
-    """One row per finished run under `root` (every `results.json`, any depth).
+    """One row per finished run under `root` (every `results.json`, any depth); see `scan_records`."""
+    return scan_records(root, include_test_models=include_test_models).runs
 
-    Runs still `running`, and `failed`/`diverged` ones, are skipped with a message; so are
-    runs of random-init test models unless `include_test_models`, and duplicate runs of one cell.
+
+def scan_records(root: str | Path, *, include_test_models: bool = False) -> Records:
+    """Every record under `root`: complete runs (deduplicated), the others, and a listing of all.
+
+    Runs of random-init test models are left out (listed as such) unless `include_test_models`;
+    a record that cannot be read is named in the log and the listing, never a crash.
     """
-    rows, skipped = [], []
-    for path in sorted(Path(root).rglob("results.json")):
+    root = Path(root)
+    rows, others, listing = [], [], []
+    for path in sorted(root.rglob("results.json")):
+        rel = str(path.parent.relative_to(root))
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(rec, dict):
+                raise TypeError("not a JSON object")
             status = rec.get("status")
-            if status != "complete":
-                skipped.append(f"{path.parent}: status {status}")
-                continue
+            entry = {"folder": rel, "status": str(status), "task": rec.get("task"), "model": rec.get("model"),
+                     "method_tag": rec.get("method_tag"), "mask_tag": rec.get("mask_tag"), "seed": rec.get("seed"),
+                     "detail": ""}
             if rec.get("test_model") and not include_test_models:
-                skipped.append(f"{path.parent}: random-init test model")
+                listing.append({**entry, "status": "excluded", "detail": "random-init test model"})
+                log.info("skipped %s: random-init test model", path.parent)
                 continue
-            rows.append(_flatten(rec, path.parent))
+            if status == "complete":
+                row = _flatten(rec, path.parent, rel)
+                rows.append(row)
+                entry["status"] = "collapsed" if row["collapsed"] else "complete"
+                if row["collapsed"]:
+                    entry["detail"] = f"dev score {row['score']:.2f} = majority class"
+            else:
+                entry["detail"] = str(rec.get("error") or "")
+                try:
+                    identity = _identity(rec, path.parent, rel)  # also checks that the record is readable
+                    if status in ("failed", "diverged"):  # running / interrupted: not (yet) a result, listed only
+                        others.append({**identity, "status": str(status)})
+                except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
+                    entry["detail"] = (entry["detail"] + f" (no config to place it in a table: {err})").strip()
+                log.info("skipped %s: status %s", path.parent, status)
+            listing.append(entry)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
-            skipped.append(f"{path}: malformed record ({type(err).__name__}: {err})")
-    for line in skipped:
-        log.info("skipped %s", line)
-    runs = pd.DataFrame(rows)
-    return _drop_duplicates(runs) if not runs.empty else runs
+            log.info("skipped %s: malformed record (%s: %s)", path, type(err).__name__, err)
+            listing.append({"folder": rel, "status": "malformed", "task": None, "model": None, "method_tag": None,
+                            "mask_tag": None, "seed": None, "detail": f"{type(err).__name__}: {err}"})
+    runs = _borrow_baselines(pd.DataFrame(rows))
+    for folder in runs.loc[runs["collapsed"] & runs["baseline_borrowed"], "folder"] if not runs.empty else []:
+        listing[[e["folder"] for e in listing].index(folder)].update(
+            status="collapsed", detail="dev score = majority class (baseline of a record with the same task and data)")
+    listing_frame = pd.DataFrame(listing, columns=LISTING_COLUMNS)
+    if not runs.empty:
+        runs, superseded = _drop_duplicates(runs)
+        for folder, kept in superseded:
+            listing_frame.loc[listing_frame["folder"] == folder, ["status", "detail"]] = \
+                ["duplicate", f"superseded by {kept} (same config and seed, newer)"]
+    others_frame = pd.DataFrame(others)
+    if not others_frame.empty and not runs.empty:
+        done = set(zip(runs["digest"], runs["seed"]))
+        keep = [(d, s) not in done for d, s in zip(others_frame["digest"], others_frame["seed"])]
+        for folder in others_frame.loc[[not k for k in keep], "folder"]:
+            listing_frame.loc[listing_frame["folder"] == folder, "detail"] += \
+                " (a complete run of this config and seed exists)"
+        others_frame = others_frame[keep].reset_index(drop=True)
+    listing_frame = listing_frame.sort_values("folder", kind="stable").reset_index(drop=True)
+    return Records(runs, others_frame, listing_frame)
 
 
-def _drop_duplicates(runs: pd.DataFrame) -> pd.DataFrame:
+def _drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Keep the newest of several complete records with the same digest and seed."""
-    runs = runs.sort_values(["finished_at", "folder"], na_position="first")
+    runs = runs.sort_values(["finished_at", "folder"], na_position="first", kind="stable")
     dup = runs.duplicated(["digest", "seed"], keep="last")
+    superseded = []
     for _, row in runs[dup].iterrows():
         kept = runs[~dup & (runs["digest"] == row["digest"]) & (runs["seed"] == row["seed"])].iloc[0]
         log.warning("duplicate run of one config and seed: %s and %s; using the newest, %s",
-                    row["folder"], kept["folder"], kept["folder"])
-    return runs[~dup].sort_values(["task", "folder"]).reset_index(drop=True)
+                    row["path"], kept["path"], kept["path"])
+        superseded.append((row["folder"], kept["folder"]))
+    return runs[~dup].sort_values(["task", "folder"], kind="stable").reset_index(drop=True), superseded
+
+
+def _data_key(row: pd.Series) -> tuple:
+    """What the majority baseline depends on: the task, the train subset (and its seed), the dev subset."""
+    config = row["row_config"]
+    subset = config.get("train.max_train_samples")
+    return (row["task"], subset, row["seed"] if subset is not None else None, config.get("train.max_eval_samples"),
+            config.get("train.eval_subset_seed", 0))
+
+
+def _borrow_baselines(runs: pd.DataFrame) -> pd.DataFrame:
+    """Records made before `majority_baseline` existed take it from a record of the same task and data."""
+    if runs.empty:
+        return runs
+    runs = runs.assign(baseline_borrowed=False)
+    known = {}
+    for _, row in runs.dropna(subset=["baseline_score"]).iterrows():
+        known.setdefault(_data_key(row), row["baseline_score"])
+    for i, row in runs[runs["baseline_score"].isna()].iterrows():
+        baseline = known.get(_data_key(row))
+        if baseline is not None:
+            runs.at[i, "baseline_score"] = baseline
+            runs.at[i, "baseline_borrowed"] = True
+            runs.at[i, "collapsed"] = abs(row["score"] - baseline) < COLLAPSE_TOL
+    return runs
 
 
 def comparable(rec: dict, folder: Path) -> dict:
     """The flat comparable config of a record: recorded, else rebuilt from `config.yaml`."""
-    if rec.get("comparison", {}).get("config") is not None:
+    if (rec.get("comparison") or {}).get("config") is not None:
         return dict(rec["comparison"]["config"])
     config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
     flat = flatten(config)
@@ -79,29 +173,55 @@ def _digest(flat: dict) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _flatten(rec: dict, folder: Path) -> dict:
-    stats = rec.get("mask_stats") or {}
-    families = stats.get("by_family", {})
-    time_s = rec.get("time_s", {})
-    memory = rec.get("memory") or {}
-    trainable = rec["trainable"]
+def kind_of(mask: str, config: dict) -> str:
+    """vanilla (no mask) or the mask's strategy (fish, random, reverse; `fish_live` is fish)."""
+    if mask == "none":
+        return "vanilla"
+    strategy = config.get("mask.strategy") or mask
+    return strategy if strategy in STRATEGY_KINDS else str(mask)
+
+
+def _identity(rec: dict, folder: Path, rel: str) -> dict:
+    """What places a record in a table row and cell: task, tags, seed, digests, comparable config."""
     config = comparable(rec, folder)
     row_config = {k: v for k, v in config.items() if not k.startswith("task.")}
     return {
         "task": rec["task"], "model": rec["model"], "method": rec["method"], "method_tag": rec.get("method_tag"),
         "mask": rec["mask"], "mask_tag": rec.get("mask_tag"), "seed": int(rec["seed"]),
-        "score": float(rec["score"]), "best_score": rec.get("best_score"),
+        "kind": kind_of(rec["mask"], config),
         "digest": (rec.get("comparison") or {}).get("digest") or _digest(config),
-        "row_digest": _digest(row_config), "row_config": row_config,
+        "row_digest": _digest(row_config), "row_config": row_config, "folder": rel, "path": str(folder),
+    }
+
+
+def _flatten(rec: dict, folder: Path, rel: str) -> dict:
+    stats = rec.get("mask_stats") or {}
+    families = stats.get("by_family", {})
+    time_s = rec.get("time_s", {})
+    memory = rec.get("memory") or {}
+    trainable = rec["trainable"]
+    epochs = rec.get("epochs", [])
+    score = float(rec["score"])
+    baseline = (rec.get("majority_baseline") or {}).get("score")
+    train_s = time_s.get("train")
+    return {
+        **_identity(rec, folder, rel),
+        "score": score, "best_score": rec.get("best_score"),
+        "baseline_score": None if baseline is None else float(baseline),
+        "collapsed": baseline is not None and abs(score - float(baseline)) < COLLAPSE_TOL,
         "trainable": int(trainable["peft_selected"]), "peft_total": int(trainable["peft_total"]),
         "live": _int_or_none(trainable.get("peft_live")), "head": int(trainable["head"]),
         "dense": int(trainable.get("dense", 0)), "inference": _int_or_none(trainable.get("inference")),
+        "backbone": _int_or_none(trainable.get("backbone")),
         "share_by_family": {f: v.get("share_of_mask") for f, v in families.items()},
-        "time_total_s": time_s.get("total"), "time_train_s": time_s.get("train"), "time_eval_s": time_s.get("eval"),
+        "selected_by_param": stats.get("selected_by_param"),
+        "mask_storage_bytes": _int_or_none(rec.get("mask_storage_bytes")),
+        "time_total_s": time_s.get("total"), "time_train_s": train_s, "time_eval_s": time_s.get("eval"),
         "time_fisher_s": time_s.get("fisher"), "time_fisher_warmup_s": time_s.get("fisher_warmup"),
+        "time_epoch_s": train_s / len(epochs) if train_s is not None and epochs else None,
         "peak_rss_bytes": memory.get("cpu_peak_rss_bytes"), "peak_gpu_bytes": memory.get("gpu_peak_allocated_bytes"),
-        "device": str((rec.get("hardware") or {}).get("device")), "epochs": rec.get("epochs", []),
-        "metrics": rec.get("last", {}).get("dev", {}), "finished_at": rec.get("finished_at"), "folder": str(folder),
+        "device": str((rec.get("hardware") or {}).get("device")), "epochs": epochs,
+        "metrics": (rec.get("last") or {}).get("dev", {}), "finished_at": rec.get("finished_at"),
     }
 
 

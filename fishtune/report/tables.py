@@ -1,139 +1,114 @@
-"""GLUE-style tables: one row per configuration, one column per task, mean ± std over seeds."""
+"""The result tables: Table 1 (methods × GLUE), Table 3 (contrastive study), Table 6 (one task
+across models), and the share of the mask per parameter family. Each returns `(csv, shown)`: the
+numbers (mean, std, n and flags per cell) and the same table as display strings."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
-GLUE_ORDER = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
+from .cells import cell_stats, format_cell, format_row, metric_column, row_meta, task_metrics, tasks_in
+from .pairs import contrastive_groups
+
+META = ["model", "method", "method_tag", "mask_tag", "kind", "trainable", "backbone_pct", "live"]
+SHOWN = ["kind", "trainable", "backbone_pct", "live"]  # the label already names model, method and mask
 
 
-def config_label(row: pd.Series) -> str:
-    """`model / lora-r16 / fish-k0.5-warmup`: enough to find the configs that made the number."""
-    return f"{row['model']} / {row['method_tag']} / {row['mask_tag']}"
+def _metric_values(runs: pd.DataFrame, tasks: list[str]) -> dict[str, pd.Series]:
+    names = sorted({m for t in tasks for m in task_metrics(t, runs)})
+    values = {m: runs["metrics"].map(lambda d, m=m: d.get(m, math.nan)) for m in names} if not runs.empty else {}
+    values["score"] = runs["score"] if not runs.empty else pd.Series(dtype=float)
+    return values
 
 
-def with_labels(runs: pd.DataFrame) -> pd.DataFrame:
-    """Add `config`: the tag label, plus `[key=value, ...]` for the keys that differ when runs of
-    different configs share tags (they are separate rows, never pooled as seeds)."""
-    base = runs.apply(config_label, axis=1)
-    labels = base.copy()
-    for _, idx in base.groupby(base).groups.items():
-        group = runs.loc[idx]
-        if group["row_digest"].nunique() == 1:
-            continue
-        configs = {d: c for d, c in zip(group["row_digest"], group["row_config"])}
-        keys = sorted({k for c in configs.values() for k in c})
-        differ = [k for k in keys if len({_fmt_value(c.get(k)) for c in configs.values()}) > 1]
-        short = _short_names(differ)
-        for i in idx:
-            config = runs.at[i, "row_config"]
-            labels[i] = f"{base[i]} [" + ", ".join(f"{short[k]}={_fmt_value(config.get(k))}" for k in differ) + "]"
-    return runs.assign(config=labels)
+def _wide(stats: pd.DataFrame, meta: pd.DataFrame, columns: list[tuple[str, str, str]],
+          tasks: list[str], shown_meta: list[str] = SHOWN) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pivot the long cell stats into the CSV table and the display table, rows in `meta` order.
+
+    `columns`: (task, value name, column title) per displayed column; `avg` = the mean over `tasks`
+    of the rows' task-score means, only where the row has a score on every one of them."""
+    index = {(c, t, v): line for c, t, v, line in zip(stats["config"], stats["task"], stats["value"],
+                                                       stats.itertuples(index=False))}
+    csv = pd.DataFrame(index=meta.index)
+    shown = pd.DataFrame(index=meta.index)
+    for col in META:
+        if col in meta:
+            csv[col] = meta[col]
+    for col in shown_meta:
+        shown[col] = meta[col]
+    for task, value, title in columns:
+        lines = [index.get((c, task, value)) for c in meta.index]
+        for field in ("mean", "std", "n", "collapsed", "failed", "diverged"):
+            default = 0 if field in ("n", "collapsed", "failed", "diverged") else math.nan
+            csv[f"{title} {field}"] = [getattr(x, field) if x is not None else default for x in lines]
+        shown[title] = [format_row(pd.Series(x._asdict())) if x is not None else "missing" for x in lines]
+    avgs = []
+    for config in meta.index:
+        scores = [index.get((config, t, "score")) for t in tasks]
+        ok = tasks and all(s is not None and s.n > 0 for s in scores)
+        avgs.append(round(sum(s.mean for s in scores) / len(scores), 4) if ok else math.nan)
+    csv["avg"] = avgs
+    shown["avg"] = ["–" if pd.isna(a) else f"{a:.2f}" for a in avgs]
+    csv.index.name = shown.index.name = "config"
+    return csv, shown
 
 
-def _short_names(keys: list[str]) -> dict[str, str]:
-    """`train.lr` -> `lr` unless two differing keys share the last component."""
-    leaves = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)}
+def table1(runs: pd.DataFrame, others: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every row (method × mask config) against every task's GLUE metrics, plus the average score."""
+    every = pd.concat([f for f in (runs, others) if not f.empty])
+    tasks = tasks_in(every)
+    stats = cell_stats(runs, others, _metric_values(runs, tasks))
+    columns = [(t, m, metric_column(t, m)) for t in tasks for m in task_metrics(t, runs)]
+    return _wide(stats, row_meta(runs, others), columns, tasks)
 
 
-def _fmt_value(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+def table3(runs: pd.DataFrame, others: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The contrastive study: vanilla, FISH, random, reverse at one budget, the task scores and their
+    average. Rows are grouped by budget (`pairs.contrastive_groups`: same model, method family,
+    optimizer-updated count, device and precision); only groups with a vanilla or a FISH row and one
+    other kind are shown."""
+    groups = contrastive_groups(runs)
+    if groups.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    configs = list(dict.fromkeys(groups["config"]))
+    sub_runs = runs[runs["config"].isin(configs)]
+    sub_others = others[others["config"].isin(configs)] if not others.empty else others
+    tasks = tasks_in(sub_runs)
+    stats = cell_stats(sub_runs, sub_others, {"score": sub_runs["score"]})
+    meta = row_meta(sub_runs, sub_others)
+    group_of = dict(zip(groups["config"], groups["group"]))
+    meta.insert(0, "budget", [group_of[c] for c in meta.index])
+    position = {c: i for i, c in enumerate(meta.index)}
+    meta = meta.loc[sorted(meta.index, key=lambda c: (meta.at[c, "budget"], position[c]))]
+    csv, shown = _wide(stats, meta, [(t, "score", t) for t in tasks], tasks, ["budget", "kind", "live"])
+    csv.insert(0, "budget", meta["budget"])
+    return csv, shown
 
 
-def glue_table(runs: pd.DataFrame, *, value: str = "score") -> pd.DataFrame:
-    """Rows: configurations; columns: tasks (GLUE order) + Avg; cells: mean, std and seed count."""
-    runs = with_labels(runs)
-    grouped = runs.groupby(["config", "task"]).agg(mean=(value, "mean"), std=(value, "std"),
-                                                   count=("seed", "nunique")).reset_index()
-    tasks = [t for t in GLUE_ORDER if t in set(grouped["task"])]
-    table = pd.DataFrame(index=sorted(set(grouped["config"])))
-    for _, g in grouped.iterrows():
-        table.loc[g["config"], f"{g['task']}_mean"] = g["mean"]
-        table.loc[g["config"], f"{g['task']}_std"] = g["std"] if g["count"] > 1 else float("nan")
-        table.loc[g["config"], f"{g['task']}_n"] = g["count"]
-    means = table[[f"{t}_mean" for t in tasks]]
-    table["avg"] = means.mean(axis=1, skipna=False)  # only where every task has a number
-    table.insert(0, "trainable", runs.groupby("config")["trainable"].agg(_distinct))
-    # Entries of the budget that can move (a LoRA A entry under an unselected, zero B column cannot).
-    table.insert(1, "live", runs.groupby("config")["live"].agg(_distinct))
-    table.index.name = "config"
-    return table[["trainable", "live"] + [c for t in tasks for c in (f"{t}_mean", f"{t}_std", f"{t}_n")] + ["avg"]]
-
-
-def _distinct(values: pd.Series) -> str:
-    """One value, or the distinct values joined (e.g. live counts that differ by task or seed)."""
-    found = sorted({int(v) for v in values.dropna()})
-    return ",".join(map(str, found)) if found else "–"
-
-
-def format_cell(mean: float, std: float) -> str:
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
-
-
-def to_display(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with `mean ± std` strings (std left out for a single seed)."""
-    tasks = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
-    shown = pd.DataFrame(index=table.index)
-    shown["trainable"] = table["trainable"]
-    shown["live"] = table["live"]
-    for t in tasks:
-        shown[t] = [format_cell(m, s) for m, s in zip(table[f"{t}_mean"], table[f"{t}_std"])]
-        shown[f"{t} seeds"] = table[f"{t}_n"].astype("Int64")
-    shown["avg"] = [format_cell(m, float("nan")) for m in table["avg"]]
-    return shown
-
-
-def to_latex(table: pd.DataFrame) -> str:
-    """A booktabs LaTeX table of `to_display(table)` (seed counts left out)."""
-    shown = to_display(table)
-    shown = shown[[c for c in shown.columns if not c.endswith(" seeds")]]
-    cols = "l" + "r" * len(shown.columns)
-    lines = [f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
-             " & ".join(["Configuration", *[_tex(c) for c in shown.columns]]) + " \\\\", "\\midrule"]
-    for config, row in shown.iterrows():
-        lines.append(" & ".join([_tex(str(config)), *[_tex(str(v)) for v in row]]) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def to_markdown(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of `frame` (index as the first column)."""
-    header = [str(frame.index.name or ""), *map(str, frame.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in frame.iterrows():
-        cells = index if isinstance(index, tuple) else (index,)
-        lines.append("| " + " | ".join([*map(str, cells), *("–" if pd.isna(v) else str(v) for v in row)]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _tex(text: str) -> str:
-    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$")
-
-
-def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration, task and device: trainable entries (integers) and mean seconds per stage,
-    peak memory. A total below the sum of its parts (records made before resumed sessions added up
-    their wall time) is shown as missing rather than as a wrong number."""
-    runs = with_labels(runs)
-    parts = runs[["time_fisher_warmup_s", "time_fisher_s", "time_train_s", "time_eval_s"]].fillna(0).sum(axis=1)
-    total = runs["time_total_s"].where(runs["time_total_s"] >= parts - 1e-3)
-    runs = runs.assign(time_total_s=total, peak_rss_mib=runs["peak_rss_bytes"] / 2**20)
-    keys = ["config", "task", "device"]
-    counts = runs.groupby(keys)[["trainable", "live"]].first().astype("Int64")
-    cols = ["time_fisher_warmup_s", "time_fisher_s", "time_train_s", "time_total_s", "peak_rss_mib"]
-    return counts.join(runs.groupby(keys)[cols].mean().round(2))
+def table6(runs: pd.DataFrame, others: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One task across models × methods × masks: every metric of the task and its score."""
+    runs = runs[runs["task"] == task] if not runs.empty else runs
+    others = others[others["task"] == task] if not others.empty else others
+    if runs.empty and others.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    metrics = task_metrics(task, runs) if not runs.empty else []
+    stats = cell_stats(runs, others, _metric_values(runs, [task]))
+    columns = [(task, m, metric_column(task, m)) for m in metrics]
+    if len(metrics) != 1:
+        columns.append((task, "score", f"{task} score"))
+    csv, shown = _wide(stats, row_meta(runs, others), columns, [task])
+    return csv.drop(columns="avg"), shown.drop(columns="avg")
 
 
 def mask_share_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Share of the mask per parameter family (columns), per masked configuration and task (means)."""
-    masked = with_labels(runs[runs["mask"] != "none"])
+    masked = runs[runs["mask"] != "none"] if not runs.empty else runs
     if masked.empty:
         return pd.DataFrame()
     shares = pd.DataFrame(list(masked["share_by_family"]), index=masked.index)
     shares = shares.reindex(sorted(shares.columns), axis=1)
     return shares.assign(config=masked["config"], task=masked["task"]).groupby(["config", "task"]).mean().round(3)
+
+
+__all__ = ["table1", "table3", "table6", "mask_share_table", "format_cell"]

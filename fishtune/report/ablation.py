@@ -1,0 +1,116 @@
+"""Ablations: the dev score against one config key, wherever the records vary exactly that key.
+
+Generic, driven by the comparable configs the records carry (`row_config`): for a key k, rows of a
+task whose configs are equal except for k (tags left out: they follow the keys) form a series; a
+series with at least two values of k is an ablation (keep ratio, Fisher samples, warm-up steps,
+scope, labels, `fisher_at`, learning rate, ... — whatever the experiment files swept). One figure
+per key, a panel per task, a line per series: mean ± std over seeds at each value.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .cells import tasks_in
+from .figures import plotting, save, slug, styles
+
+
+def _rest(config: dict, key: str) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k != key and not k.endswith(".tag")))
+
+
+def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: key, series, task, value, mean, std, n (one line per point of every series)."""
+    columns = ["key", "series", "task", "value", "mean", "std", "n"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    rows = runs.drop_duplicates("config")[["config", "model", "method", "kind", "row_config"]]
+    keys = sorted({k for c in rows["row_config"] for k in c if not k.endswith(".tag")})
+    lines = []
+    for key in keys:
+        series: dict[tuple, list] = {}
+        for row in rows.itertuples(index=False):
+            if key in row.row_config:
+                series.setdefault(_rest(row.row_config, key), []).append(row)
+        series = {rest: members for rest, members in series.items()
+                  if len({str(m.row_config[key]) for m in members}) > 1}
+        labels = _series_labels(series)
+        for rest, members in sorted(series.items(), key=lambda item: labels[item[0]]):
+            for member in members:
+                for task, g in runs[runs["config"] == member.config].groupby("task", sort=True):
+                    scores = g["score"].astype(float)
+                    lines.append({"key": key, "series": labels[rest], "task": task,
+                                  "value": member.row_config[key], "mean": round(float(scores.mean()), 4),
+                                  "std": round(float(scores.std(ddof=1)), 4) if len(scores) > 1 else math.nan,
+                                  "n": int(g["seed"].nunique())})
+    table = pd.DataFrame(lines, columns=columns)
+    if table.empty:
+        return table
+    table["sort"] = table["value"].map(_sort_key)
+    table = table.sort_values(["key", "task", "series", "sort"], kind="stable")
+    return table.drop(columns="sort").reset_index(drop=True)
+
+
+def _series_labels(series: dict[tuple, list]) -> dict[tuple, str]:
+    """`model / method / kind`, plus `[key=value]` for the keys that tell series of one figure apart."""
+    base = {rest: f"{m[0].model} / {m[0].method} / {m[0].kind}" for rest, m in series.items()}
+    labels = {}
+    for rest, text in base.items():
+        same = [r for r, t in base.items() if t == text]
+        if len(same) == 1:
+            labels[rest] = text
+            continue
+        configs = [dict(r) for r in same]
+        differ = sorted(k for k in {k for c in configs for k in c} if len({c.get(k) for c in configs}) > 1)
+        mine = dict(rest)
+        labels[rest] = text + " [" + ", ".join(f"{k.rsplit('.', 1)[-1]}={mine.get(k)}" for k in differ) + "]"
+    return labels
+
+
+def _sort_key(value: object) -> tuple:
+    if isinstance(value, bool) or value is None:
+        return (1, str(value))
+    if isinstance(value, (int, float)):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def ablation_figures(table: pd.DataFrame, out: Path) -> list[Path]:
+    """One figure per ablated key, one panel per task."""
+    written: list[Path] = []
+    for key, g in table.groupby("key", sort=True):
+        tasks = tasks_in(g)
+        with plotting() as plt:
+            fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+            for ax, task in zip(axes.flat, tasks):
+                t = g[g["task"] == task]
+                values = list(t["value"])
+                numeric = _numeric(values)
+                categories = sorted({str(v) for v in values}, key=lambda s: _sort_key(s))
+                series = sorted(t["series"].unique())
+                kinds = [s.split(" / ")[2].split(" ")[0] if s.count(" / ") >= 2 else "" for s in series]
+                for label, (color, style) in zip(series, styles(kinds)):
+                    s = t[t["series"] == label]
+                    x = list(s["value"]) if numeric else [categories.index(str(v)) for v in s["value"]]
+                    ax.errorbar(x, s["mean"], yerr=s["std"].fillna(0), color=color, linestyle=style, marker="o",
+                                markersize=3, capsize=2, label=f"{label} (n={int(s['n'].min())}-{int(s['n'].max())})"
+                                if s["n"].min() != s["n"].max() else f"{label} (n={int(s['n'].min())})")
+                if numeric:
+                    positive = [float(v) for v in values if float(v) > 0]
+                    if positive and len(positive) == len(values) and max(positive) / min(positive) >= 20:
+                        ax.set_xscale("log")
+                else:
+                    ax.set_xticks(range(len(categories)), categories)
+                    ax.set_xlim(-0.5, len(categories) - 0.5)
+                ax.set(xlabel=key, ylabel="dev score", title=f"{task}: score vs {key}\n(mean ± std over seeds)")
+                ax.legend(loc="best")
+            fig.tight_layout()
+            written += save(fig, out / f"ablation_{slug(key)}")
+    return written

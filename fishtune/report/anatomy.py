@@ -1,0 +1,113 @@
+"""Mask anatomy: where in the network a mask's entries lie, as a layer × site heatmap.
+
+From each masked record's `mask_stats.selected_by_param` ({parameter name: selected entries}); a
+record made before that field existed falls back to its folder's `mask.safetensors` (masks are not
+kept in git, so snapshot records without the field are left out, with a log line). The row is the
+layer index parsed from the name (`layer.<i>.` / `layers.<i>.`; parameters outside the layers, e.g.
+embeddings, are the row `other`); the column is the tensor's site inside the layer, its name after
+the layer index without library boilerplate (`attention.self.query.lora_A`, `output.adapter_down`,
+`...bias`). A cell is the share of the mask there (selected entries there / all selected), averaged
+over the runs (tasks × seeds) of the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .figures import plotting, save, slug
+
+log = logging.getLogger(__name__)
+
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.(.+)$")
+_DROP = {"default", "fishtune", "weight", "adapters", "loras", "prefix_tunings", "pool", "base_model", "model"}
+_BACKBONES = ("bert", "roberta", "deberta", "electra", "distilbert", "albert", "mpnet", "encoder")
+
+
+def locate(name: str) -> tuple[str, str]:
+    """(layer, site) of a parameter name: `("3", "attention.self.query.lora_A")`, `("other", ...)`."""
+    match = _LAYER.search(name)
+    layer, rest = (match.group(1), match.group(2)) if match else ("other", name)
+    parts = [p for p in rest.split(".") if p not in _DROP and not p.isdigit()]
+    if layer == "other":
+        while parts and parts[0] in _BACKBONES:
+            parts = parts[1:]
+    return layer, ".".join(parts) or rest
+
+
+def selected_counts(row: pd.Series) -> dict[str, int] | None:
+    """{name: selected} from the record, else from the run folder's mask.safetensors, else None."""
+    counts = row.get("selected_by_param")
+    if isinstance(counts, dict) and counts:
+        return {str(k): int(v) for k, v in counts.items()}
+    path = Path(str(row.get("path", ""))) / "mask.safetensors"
+    if path.is_file():
+        from safetensors.numpy import load_file
+
+        return {name: int(m.sum()) for name, m in sorted(load_file(str(path)).items())}
+    return None
+
+
+def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: config, method family, layer, site, share (mean over runs), runs."""
+    masked = runs[runs["mask"] != "none"] if not runs.empty else runs
+    lines, missing = [], []
+    for row in masked.itertuples(index=False):
+        counts = selected_counts(pd.Series(row._asdict()))
+        total = sum(counts.values()) if counts else 0
+        if not total:
+            missing.append(row.folder)
+            continue
+        cells: dict[tuple[str, str], int] = {}
+        for name, selected in counts.items():
+            key = locate(name)
+            cells[key] = cells.get(key, 0) + selected
+        for (layer, site), selected in cells.items():
+            lines.append({"config": row.config, "model": row.model, "method": row.method, "run": row.folder,
+                          "layer": layer, "site": site, "share": selected / total})
+    if missing:
+        log.info("mask anatomy: %d masked run(s) without per-parameter counts or mask file, left out (e.g. %s)",
+                 len(missing), missing[0])
+    if not lines:
+        return pd.DataFrame(columns=["config", "model", "method", "layer", "site", "share", "runs"])
+    frame = pd.DataFrame(lines)
+    # A site absent from one run of a config counts as 0 there: average over the config's runs.
+    runs_per = frame.groupby("config")["run"].nunique()
+    table = frame.groupby(["config", "model", "method", "layer", "site"], sort=True)["share"].sum().reset_index()
+    table["runs"] = table["config"].map(runs_per)
+    table["share"] = (table["share"] / table["runs"]).round(4)
+    table["order"] = table["layer"].map(lambda x: int(x) if x.isdigit() else 10**6)
+    return table.sort_values(["config", "order", "site"], kind="stable").drop(columns="order").reset_index(drop=True)
+
+
+def anatomy_figures(table: pd.DataFrame, out: Path) -> list[Path]:
+    """One heatmap figure per (model, method family), one panel per masked config."""
+    written: list[Path] = []
+    if table.empty:
+        return written
+    for (model, method), g in table.groupby(["model", "method"], sort=True):
+        configs = sorted(g["config"].unique())
+        cols = min(3, len(configs))
+        rows = -(-len(configs) // cols)
+        with plotting() as plt:
+            fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+            top = float(g.groupby(["config", "layer", "site"])["share"].sum().max()) * 100  # one scale for all panels
+            for ax, config in zip(axes.flat, configs):
+                c = g[g["config"] == config]
+                grid = c.pivot_table(index="layer", columns="site", values="share", aggfunc="sum", fill_value=0.0)
+                grid = grid.loc[sorted(grid.index, key=lambda x: int(x) if x.isdigit() else 10**6)]
+                image = ax.imshow(grid.values * 100, aspect="auto", cmap="viridis", vmin=0, vmax=top)
+                ax.set_xticks(range(len(grid.columns)), list(grid.columns), rotation=60, ha="right", fontsize=6)
+                ax.set_yticks(range(len(grid.index)), list(grid.index), fontsize=6)
+                ax.set(ylabel="layer", title=f"{config}\n(n={int(c['runs'].iloc[0])} runs)")
+                ax.grid(False)
+                fig.colorbar(image, ax=ax, label="% of the mask")
+            for ax in list(axes.flat)[len(configs):]:
+                ax.axis("off")
+            fig.suptitle(f"{model} / {method}: share of the mask per layer and site (mean over runs)")
+            fig.tight_layout()
+            written += save(fig, out / f"mask_anatomy_{slug(model)}_{slug(method)}")
+    return written

@@ -1,0 +1,133 @@
+"""Which rows are compared with which, and the paired differences over matched seeds.
+
+Linking rule (one rule for every way a budget can be set: `mask.keep_match`, `keep_ratio`, `keep`):
+rows are in the same *budget group* when they have the same model, method family, device and
+precision and train the same number of method entries (`trainable.peft_selected` + the dense
+group: the optimizer-updated count, equal on both sides of a pair by construction). Within a group,
+each FISH row is compared with the vanilla, random and reverse rows whose comparable config differs
+from its own in the fewest keys (tags left out; ties: each of them). So FISH after a warm-up is
+compared with reverse after a warm-up, not with reverse at initialisation, and with the one vanilla
+row of its budget.
+
+Paired differences: FISH − partner on the same task and seed (both complete; collapsed runs
+included), per task and on the per-seed average over the tasks both rows have (seeds with every one
+of those tasks). Reported: the mean difference, a 95% t confidence interval over seeds
+(mean ± t(0.975, n−1)·s/√n, `scipy.stats.t`), and n; with a single pair, the difference and
+"n=1, no CI".
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .cells import KIND_ORDER, budget, tasks_in
+
+PARTNERS = ("vanilla", "random", "reverse")
+
+
+def contrastive_groups(runs: pd.DataFrame) -> pd.DataFrame:
+    """config, group (label), kind of every row in a budget group that holds a vanilla or FISH row and
+    at least one other kind."""
+    if runs.empty:
+        return pd.DataFrame(columns=["config", "group", "kind"])
+    r = runs.assign(budget=budget(runs))
+    rows = []
+    for config, g in r.groupby("config", sort=True):
+        first = g.iloc[0]
+        count = int(g["budget"].mode().iloc[0])
+        device = first["row_config"].get("train.device", first["device"])
+        precision = first["row_config"].get("train.precision", "")
+        rows.append({"config": config, "kind": first["kind"], "model": first["model"], "method": first["method"],
+                     "group": f"{first['model']} / {first['method']} / {count} / {device} {precision}".strip()})
+    frame = pd.DataFrame(rows)
+    keep = []
+    for _, g in frame.groupby("group", sort=True):
+        kinds = set(g["kind"])
+        if len(kinds & set(KIND_ORDER)) >= 2 and kinds & {"vanilla", "fish"}:
+            keep.append(g)
+    if not keep:
+        return pd.DataFrame(columns=["config", "group", "kind"])
+    return pd.concat(keep)[["config", "group", "kind"]].reset_index(drop=True)
+
+
+def _differing(a: dict, b: dict) -> int:
+    keys = {k for k in (*a, *b) if not k.endswith(".tag")}
+    return sum(1 for k in keys if str(a.get(k)) != str(b.get(k)))
+
+
+def links(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(FISH config, partner kind, partner config) for every comparison the linking rule makes."""
+    groups = contrastive_groups(runs)
+    if groups.empty:
+        return []
+    configs = runs.drop_duplicates("config").set_index("config")["row_config"]
+    found = []
+    for _, g in groups.groupby("group", sort=True):
+        for fish in sorted(g.loc[g["kind"] == "fish", "config"]):
+            for kind in PARTNERS:
+                partners = sorted(g.loc[g["kind"] == kind, "config"])
+                if not partners:
+                    continue
+                dist = {p: _differing(configs[fish], configs[p]) for p in partners}
+                best = min(dist.values())
+                found += [(fish, kind, p) for p in partners if dist[p] == best]
+    return found
+
+
+def t_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% t interval over `diffs` (NaN bounds for fewer than 2)."""
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def paired_differences(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(csv, shown): one line per comparison and task (and `avg`), FISH − partner over matched seeds."""
+    lines = []
+    scores = {(c, t, s): v for c, t, s, v in zip(runs["config"], runs["task"], runs["seed"], runs["score"])} \
+        if not runs.empty else {}
+    for fish, kind, partner in links(runs):
+        per_task: dict[str, dict[int, float]] = {}
+        for task in tasks_in(runs[runs["config"].isin([fish, partner])]):
+            seeds = sorted(s for (c, t, s) in scores if c == fish and t == task and (partner, task, s) in scores)
+            if seeds:
+                per_task[task] = {s: scores[(fish, task, s)] - scores[(partner, task, s)] for s in seeds}
+        for task, diffs in per_task.items():
+            lines.append(_line(fish, kind, partner, task, diffs))
+        if len(per_task) > 1:
+            common = sorted(set.intersection(*(set(d) for d in per_task.values())))
+            avg = {s: sum(d[s] for d in per_task.values()) / len(per_task) for s in common}
+            lines.append(_line(fish, kind, partner, "avg (" + ",".join(per_task) + ")", avg))
+    columns = ["comparison", "fish", "partner", "task", "n", "mean_diff", "ci95_low", "ci95_high", "seeds"]
+    csv = pd.DataFrame(lines, columns=columns)
+    shown = csv[["comparison", "fish", "partner", "task"]].copy()
+    shown["FISH − partner (95% t CI over seeds)"] = [_fmt(m, lo, hi, n) for m, lo, hi, n in
+                                                     zip(csv["mean_diff"], csv["ci95_low"], csv["ci95_high"], csv["n"])]
+    shown["seeds"] = csv["seeds"]
+    return csv, shown.set_index("comparison")
+
+
+def _line(fish: str, kind: str, partner: str, task: str, diffs: dict[int, float]) -> dict:
+    if not diffs:
+        return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": 0,
+                "mean_diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "seeds": ""}
+    mean, low, high = t_interval([diffs[s] for s in sorted(diffs)])
+    return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": len(diffs),
+            "mean_diff": round(mean, 4), "ci95_low": round(low, 4), "ci95_high": round(high, 4),
+            "seeds": ",".join(str(s) for s in sorted(diffs))}
+
+
+def _fmt(mean: float, low: float, high: float, n: int) -> str:
+    if not n:
+        return "no seed has every task"
+    if n == 1:
+        return f"{mean:+.2f} (n=1, no CI)"
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={n})"

@@ -1,0 +1,129 @@
+"""MiniLM-L6 + LoRA r=16 + FISH (50%) on MRPC, two ways, same seed and settings:
+
+A. `fishtune run task=mrpc method=lora method.r=16 mask=fish train.epochs=1 seed=1` (runs under a
+   temporary runs_root, never results/runs);
+B. transformers' `Trainer` + PEFT LoRA (r=16, alpha 32, dropout 0.1, query/value) +
+   `FishCallback(keep_ratio=0.5)`: lr 2e-3, linear schedule with 6% warm-up, batch 32, max length
+   128, weight decay 0, clipping at 1.0, 1 epoch, AdamW (torch), length-grouped batches, seed 1;
+   the callback's dense warm-up is 50 steps at the Trainer's lr and its Fisher takes 1024 examples
+   (both fishtune's defaults). The model is loaded as fishtune loads it (`load_model`, head seeded
+   with the run seed) and LoRA applied with `get_peft_model`, so both sides start from the same weights.
+
+Dev accuracy/F1 come from `fishtune.metrics` on both sides. What differs by construction: the
+batch order and dropout stream of training (each trainer's own sampler/RNG), the Fisher's sample
+(fishtune: a seeded shuffle of its encoded data; the callback: a seeded DataLoader shuffle over the
+Trainer's dataset) and the warm-up batches; so the two scores agree up to seed-level noise, not bit
+for bit.
+
+    OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/trainer_callback_mrpc.py > /tmp/trainer_callback_mrpc.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = 1
+
+
+def fishtune_side(root: Path) -> dict:
+    cmd = [sys.executable, "-m", "fishtune.cli", "run", "task=mrpc", "method=lora", "method.r=16", "mask=fish",
+           "train.epochs=1", f"seed={SEED}", f"runs_root={root}", "train.progress=false"]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True)
+    wall = time.perf_counter() - start
+    (path,) = root.rglob("results.json")
+    rec = json.loads(path.read_text())
+    return {"dev": rec["last"]["dev"], "wall_s": round(wall, 1), "time_s": rec["time_s"],
+            "frozen_changed": rec["frozen_changed"], "selected": rec["trainable"]["peft_selected"],
+            "by_family": {f: v["selected"] for f, v in rec["mask_stats"]["by_family"].items()}}
+
+
+def trainer_side(out: Path, smoke: bool = False) -> dict:
+    import torch
+    from datasets import Dataset
+    from omegaconf import OmegaConf
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from fishtune import FishCallback
+    from fishtune.data import load_split
+    from fishtune.metrics import compute_metrics
+    from fishtune.models import load_model
+    from fishtune.tasks import get_task
+
+    start = time.perf_counter()
+    task = get_task("mrpc")
+    model_cfg = OmegaConf.load(REPO / "configs" / "model" / "minilm-l6.yaml")
+    loaded = load_model(model_cfg, task, seed=SEED)
+    tokenizer = loaded.tokenizer
+    model = get_peft_model(loaded.model, LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, lora_dropout=0.1,
+                                                    target_modules=["query", "value"]))
+
+    def dataset(split: str) -> Dataset:
+        examples = load_split(task, split, source="local", data_dir=REPO / "data" / "glue",
+                              max_samples=64 if smoke else None, seed=SEED)
+        enc = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=128)
+        return Dataset.from_dict({**enc, "label": [e.label for e in examples]})
+
+    train, dev = dataset("train"), dataset("dev")
+    args = TrainingArguments(
+        output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=32, per_device_eval_batch_size=128,
+        learning_rate=2e-3, lr_scheduler_type="linear", warmup_ratio=0.06, weight_decay=0.0, max_grad_norm=1.0,
+        optim="adamw_torch", group_by_length=True, seed=SEED, report_to=[], use_cpu=True, save_strategy="no",
+        eval_strategy="no", logging_steps=20, disable_tqdm=True, dataloader_pin_memory=False)
+    callback = FishCallback(keep_ratio=0.5, strategy="fish", warmup_steps=2 if smoke else 50,
+                            num_samples=32 if smoke else 1024)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
+                      processing_class=tokenizer, callbacks=[callback])
+    t_train = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - t_train
+    t_eval = time.perf_counter()
+    pred = trainer.predict(dev)
+    eval_s = time.perf_counter() - t_eval
+    dev_metrics = compute_metrics(task, {"dev": (pred.predictions, pred.label_ids)})
+    mask = callback.mask
+    params = dict(model.named_parameters())
+    moved_frozen = sum(int((params[n] != initial[n])[~m].sum()) for n, m in mask.mask.items())
+    torch.save(mask.mask, out / "mask.pt")
+    return {"dev": dev_metrics, "wall_s": round(time.perf_counter() - start, 1),
+            "time_s": {"train_incl_mask": round(train_s, 1), "eval": round(eval_s, 1),
+                       "fisher": mask.info["fisher_time_s"], "fisher_warmup": mask.info["warmup_time_s"]},
+            "audit": callback.audit, "frozen_changed_recount": moved_frozen, "selected": mask.selected,
+            "by_family": {f: v["selected"] for f, v in mask.stats["by_family"].items()}, "mask_info": mask.info}
+
+
+def main() -> None:
+    if "--smoke" in sys.argv:   # the Trainer side on 64 examples: checks the script, measures nothing
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(trainer_side(Path(tmp), smoke=True), indent=1))
+        return
+    with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
+        tmp = Path(tmp)
+        print("== A: fishtune run ==", flush=True)
+        a = fishtune_side(tmp / "runs")
+        print(json.dumps(a, indent=1), flush=True)
+        print("== B: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
+        b = trainer_side(tmp / "trainer")
+        print(json.dumps(b, indent=1), flush=True)
+    print("\nMiniLM-L6, MRPC dev, LoRA r=16, FISH 50%, 1 epoch, seed 1 (OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b)):
+        d = r["dev"]
+        print(f"  {name:24s} acc {d['accuracy']:.2f}  F1 {d['f1']:.2f}  score {d['score']:.2f}  wall {r['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

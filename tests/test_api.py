@@ -1,0 +1,363 @@
+"""The public API: FishMask in any loop, FishCallback in transformers' Trainer, and the README's snippets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from conftest import GLUE, REPO, records
+from fishtune.errors import ConfigError, DataError, FishtuneError
+from fishtune.frozen import count_changed
+
+# --- tiny models, built in-process ---------------------------------------------------------------
+
+
+def _bert(vocab: int = 100, hidden: int = 32, layers: int = 2, heads: int = 2, ffn: int = 64, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                                    num_attention_heads=heads, intermediate_size=ffn,
+                                                    max_position_embeddings=64, num_labels=2))
+
+
+def _lora(model, r: int = 4):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=r, lora_alpha=2 * r, lora_dropout=0.1,
+                                            target_modules=["query", "value"]))
+
+
+def _batches(n: int = 24, batch: int = 4, vocab: int = 100, seed: int = 1) -> list[dict[str, torch.Tensor]]:
+    """Dict batches as a DataCollatorWithPadding leaves them (right padding, attention mask, labels)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in range(0, n, batch):
+        lengths = torch.randint(3, 12, (batch,), generator=g)
+        ids = torch.zeros(batch, int(lengths.max()), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, length in enumerate(lengths.tolist()):
+            ids[i, :length] = torch.randint(1, vocab, (length,), generator=g)
+            mask[i, :length] = 1
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (batch,), generator=g)})
+    return out
+
+
+def _train(model, optimizer, batches, steps: int = 6, clip: float = 0.5) -> None:
+    """A plain loop: forward, backward, clipping, step (nothing of fishtune in it)."""
+    model.train()
+    for batch in (batches * steps)[:steps]:
+        model(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _frozen_changed(model, initial, mask) -> int:
+    """Entries outside the mask (of the masked tensors) whose bits changed (fishtune's run audit)."""
+    return count_changed(model, {n: initial[n] for n in mask}, mask)
+
+
+def _moved(model, initial, mask) -> int:
+    params = dict(model.named_parameters())
+    return sum(int((params[n] != initial[n])[mask[n]].sum()) for n in mask)
+
+
+# --- the hooks -----------------------------------------------------------------------------------
+
+
+def test_hooks_mask_accumulated_grads_before_clipping_and_restore_after_each_step() -> None:
+    from fishtune import FishMask
+    from fishtune.masking import select_mask
+
+    model = _lora(_bert())
+    params = dict(model.named_parameters())
+    lora = [n for n in params if "lora_" in n]
+    with torch.no_grad():
+        for n in lora:
+            params[n].normal_()   # every entry gets gradient
+    mask = FishMask(select_mask({n: torch.rand(params[n].shape) for n in lora}, keep=300, strategy="fish"), model=model)
+    initial = _snapshot(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.1)
+    mask.attach(opt)
+    batches = _batches(8)
+
+    # Two micro-batches (gradient accumulation): the accumulated gradient is masked, and the norm
+    # clip_grad_norm_ returns is that of the masked gradients (dropout off: both passes alike).
+    model.eval()
+    for batch in batches:
+        model(**batch).loss.backward()
+    hooked = {n: params[n].grad.clone() for n in lora}
+    norm = torch.nn.utils.clip_grad_norm_(trainable, 1e9)
+    mask.detach()
+    opt.zero_grad()
+    for batch in batches:
+        model(**batch).loss.backward()
+    for n in lora:
+        assert torch.equal(hooked[n], params[n].grad * mask.mask[n]), n
+    expected = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(
+        hooked[n] if n in hooked else p.grad) for n, p in params.items() if p.grad is not None]))
+    assert torch.allclose(norm, expected)
+    opt.zero_grad()
+
+    mask.attach(opt)
+    _train(model, opt, batches)
+    counts = mask.verify(model)
+    assert counts["frozen_changed"] == 0 and counts["selected"] == 300 == mask.selected
+    assert count_changed(model, {n: initial[n] for n in lora}, mask.mask) == 0
+    assert _moved(model, initial, mask.mask) > 250
+
+    mask.detach()   # without the hooks, weight decay moves the frozen entries, and verify says so
+    _train(model, opt, batches, steps=1)
+    with pytest.raises(FishtuneError, match="frozen entries changed"):
+        mask.verify(model)
+
+
+# --- FishMask on PEFT, AdapterHub, full fine-tuning ----------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["SeqBnConfig", "ParBnConfig"])
+def test_fishmask_on_an_adapterhub_model(config: str) -> None:
+    import adapters
+    from fishtune import FishMask
+
+    from fishtune.methods._adapterhub import _quiet_activation
+
+    model = _bert()
+    adapters.init(model)
+    with _quiet_activation():
+        model.add_adapter("a", config=getattr(adapters, config)(reduction_factor=4), set_active=True)
+        model.train_adapter("a")
+        model.set_active_adapters("a")
+    batches = _batches()
+    mask = FishMask.from_fisher(model, batches, keep_ratio=0.25, num_samples=16, warmup_steps=3)
+    assert all(".adapters." in n for n in mask.mask) and not any(n.startswith("classifier") for n in mask.mask)
+    assert set(mask.families.values()) == {"adapter_down", "adapter_up"}
+    # ParBn's up-projection starts at zero: its down-projection has zero Fisher at init, so warm-up.
+    assert mask.info["fisher_at"] == ("warmup" if config == "ParBnConfig" else "init")
+    assert bool(mask.pairs) == (config == "ParBnConfig")
+    initial = _snapshot(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    mask.attach(opt)
+    _train(model, opt, batches)
+    assert mask.verify(model)["frozen_changed"] == 0
+    assert _frozen_changed(model, initial, mask.mask) == 0 < _moved(model, initial, mask.mask)
+    assert mask.stats["by_family"]["adapter_up"]["selected"] > 0
+
+
+def test_fishmask_on_full_fine_tuning_and_the_save_load_round_trip(tmp_path: Path) -> None:
+    from fishtune import FishMask
+
+    model = _bert()
+    batches = _batches()
+    mask = FishMask.from_fisher(model, batches, keep=2_000, num_samples=16, strategy="fish")
+    assert not any(n.startswith("classifier.") for n in mask.mask) and mask.selected == 2_000
+    assert len(mask.mask) == len([n for n in dict(model.named_parameters()) if not n.startswith("classifier.")])
+    assert mask.info["fisher_at"] == "init" and mask.stats["zero_score_selected"] == 0
+
+    mask.save(tmp_path / "m.safetensors")
+    loaded = FishMask.load(tmp_path / "m.safetensors")
+    assert all(torch.equal(loaded.mask[n], mask.mask[n]) for n in mask.mask) and list(loaded.mask) == list(mask.mask)
+    assert loaded.families == mask.families and loaded.info == mask.info
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    with pytest.raises(ConfigError, match="pass model="):
+        loaded.attach(opt)
+    initial = _snapshot(model)
+    loaded.attach(opt, model)
+    assert not all(p.requires_grad for p in model.parameters())   # tensors with nothing selected
+    _train(model, opt, batches)
+    assert loaded.verify(model) == {"selected": 2_000, "frozen": mask.total - 2_000, "frozen_changed": 0,
+                                    "tensors": len(mask.mask)}
+    assert _frozen_changed(model, initial, mask.mask) == 0 < _moved(model, initial, mask.mask)
+
+
+def test_loss_fn_gives_the_same_fisher_as_labelled_batches() -> None:
+    """The per-example loss contract: tuple batches and a loss_fn give the loop estimator's Fisher."""
+    from fishtune import FishMask
+
+    model = _bert()
+    batches = _batches(12)
+    tuples = [(b["input_ids"], b["attention_mask"], b["labels"]) for b in batches]
+
+    def loss_fn(model, batch):
+        ids, attention, labels = batch
+        return F.cross_entropy(model(input_ids=ids, attention_mask=attention).logits, labels, reduction="none")
+
+    by_labels = FishMask.from_fisher(model, batches, keep=500, num_samples=10, estimator="loop")
+    by_loss = FishMask.from_fisher(model, tuples, keep=500, num_samples=10, loss_fn=loss_fn)
+    for n in by_labels.scores:
+        assert torch.allclose(by_labels.scores[n], by_loss.scores[n], rtol=1e-5, atol=1e-12), n
+    assert all(torch.equal(by_labels.mask[n], by_loss.mask[n]) for n in by_labels.mask)
+
+
+def test_wrong_inputs_give_one_clear_error() -> None:
+    from fishtune import FishMask
+
+    model = _lora(_bert())
+    total = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    with pytest.raises(ConfigError, match=f"larger than the {total:,} candidate"):
+        FishMask.from_fisher(model, _batches(), keep=total + 1)
+    with pytest.raises(ConfigError, match="exactly one of keep"):
+        FishMask.from_fisher(model, _batches())
+    no_labels = [{k: v for k, v in b.items() if k != "labels"} for b in _batches()]
+    with pytest.raises(DataError, match="no 'labels' entry.*loss_fn"):
+        FishMask.from_fisher(model, no_labels, keep=10)   # LoRA: the warm-up meets it first
+    with pytest.raises(DataError, match="no 'labels' entry.*loss_fn"):
+        FishMask.from_fisher(model, no_labels, keep=10, fisher_at="init")
+    frozen = _bert()
+    frozen.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        FishMask.from_fisher(frozen, _batches(), keep=10)
+
+
+# --- the same mask as `fishtune run` --------------------------------------------------------------
+
+
+def test_fishmask_equals_the_mask_fishtune_run_builds(run_cli, tmp_path: Path) -> None:
+    """A tiny-bert LoRA run's mask.safetensors == FishMask.from_fisher on the same model and batches,
+    with the candidates, families, pairs and the warm-up found by the API itself (no method config)."""
+    from fishtune import FishMask
+    from fishtune.batching import encode
+    from fishtune.methods import apply_method
+    from fishtune.models import load_model, uses_token_type_ids
+    from fishtune.runner import _load_data
+    from fishtune.selection import _fisher_batches, _warmup_batches
+    from fishtune.tasks import get_task
+
+    assert run_cli("mask=fish", "method.r=16", "mask.num_samples=16", "mask.warmup_steps=3",
+                   "train.max_train_samples=32", "train.max_eval_samples=8") == 0
+    (rec,) = records(tmp_path / "runs")
+    folder = Path(rec["output_dir"])
+    cfg = OmegaConf.load(folder / "config.yaml")
+    task = get_task(cfg.task.name)
+    train_ex, _ = _load_data(cfg, task)
+    loaded = load_model(cfg.model, task, seed=cfg.seed)    # the run's model, LoRA init and all
+    setup = apply_method(loaded.model, cfg.method)
+    model, cpu, pad = setup.model, torch.device("cpu"), loaded.tokenizer.pad_token_id
+    data = encode(train_ex, tokenizer=loaded.tokenizer, max_length=cfg.train.max_seq_length,
+                  token_type_ids=uses_token_type_ids(model), regression=task.is_regression)
+    mask = FishMask.from_fisher(
+        model, _fisher_batches(data, cfg.mask, seed=cfg.seed, pad_id=pad, device=cpu),
+        keep=rec["trainable"]["peft_selected"], num_samples=cfg.mask.num_samples, seed=cfg.mask.seed,
+        warmup_steps=cfg.mask.warmup_steps, warmup_lr=cfg.train.lr,
+        warmup_batches=_warmup_batches(data, batch_size=cfg.mask.fisher_batch_size, seed=cfg.seed, pad_id=pad,
+                                       device=cpu))
+    assert mask.info["fisher_at"] == "warmup"   # found by itself: LoRA's B starts at zero
+    assert mask.families == setup.candidates and mask.pairs == setup.factor_pairs
+    saved = FishMask.load(folder / "mask.safetensors", model)
+    assert set(saved.mask) == set(mask.mask)
+    assert all(torch.equal(saved.mask[n], mask.mask[n]) for n in mask.mask)
+
+
+# --- the README's two snippets --------------------------------------------------------------------
+
+
+def _readme_blocks() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Use FISH in your own code", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_own_loop_snippet_runs(tmp_path: Path, monkeypatch) -> None:
+    """The first block, verbatim but for its `...` line, which becomes a real training loop."""
+    (block, _) = _readme_blocks()
+    loop_line = [line for line in block.splitlines() if line.startswith("...")]
+    assert len(loop_line) == 1
+    code = block.replace(loop_line[0], "_user_loop(model, optimizer, train_dataloader)")
+    # As many LoRA r=16 candidates as MiniLM's (147,456: keep=73_728 is half), on 18 layers of
+    # hidden size 128 with a tiny vocabulary and FFN.
+    model = _lora(_bert(hidden=128, layers=18, heads=2, ffn=32), r=16)
+    initial = _snapshot(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    train_dataloader = torch.utils.data.DataLoader(_batches(16), batch_size=None)
+    monkeypatch.chdir(tmp_path)
+    scope = {"model": model, "optimizer": optimizer, "train_dataloader": train_dataloader,
+             "_user_loop": lambda m, o, d: _train(m, o, list(d), steps=4)}
+    exec(compile(code, "README.md", "exec"), scope)
+    mask = scope["mask"]
+    assert mask.selected == 73_728 and mask.total == 147_456 and mask.info["fisher_at"] == "warmup"
+    assert (tmp_path / "mask.safetensors").is_file()
+    assert _frozen_changed(model, initial, mask.mask) == 0 < _moved(model, initial, mask.mask)
+
+
+def test_readme_trainer_snippet_keeps_frozen_entries_bit_identical(tmp_path: Path) -> None:
+    """The second block with transformers' Trainer + PEFT LoRA, AdamW with weight decay, gradient
+    accumulation 2 and clipping: every frozen entry is bit-identical afterwards."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+    from fishtune.data import load_split
+    from fishtune.models import MINILM_PACKAGE, package_model_dir
+    from fishtune.tasks import get_task
+
+    (_, block) = _readme_blocks()
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    examples = load_split(get_task("mrpc"), "train", source="local", data_dir=GLUE, max_samples=24, seed=0)
+    encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=64)
+    train_dataset = Dataset.from_dict({**encoded, "label": [e.label for e in examples]})
+    model = _lora(_bert(vocab=tokenizer.vocab_size), r=8)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4,
+                             gradient_accumulation_steps=2, max_steps=3, learning_rate=1e-2, weight_decay=0.1,
+                             max_grad_norm=0.5, report_to=[], use_cpu=True, save_strategy="no", seed=1,
+                             disable_tqdm=True, logging_steps=1)
+    initial = _snapshot(model)
+    scope = {"model": model, "args": args, "train_dataset": train_dataset,
+             "collator": DataCollatorWithPadding(tokenizer)}
+    exec(compile(block, "README.md", "exec"), scope)
+
+    from fishtune import FishCallback
+
+    (callback,) = [c for c in scope["trainer"].callback_handler.callbacks if isinstance(c, FishCallback)]
+    mask = callback.mask.mask
+    assert callback.audit["frozen_changed"] == 0 and callback.mask.info["fisher_at"] == "warmup"
+    assert set(callback.mask.families.values()) == {"lora_A", "lora_B"}
+    assert all("lora_" in n for n in mask) and callback.mask.selected == callback.mask.total // 2
+    assert _frozen_changed(model, initial, mask) == 0 < _moved(model, initial, mask)
+    head = [n for n in initial if "modules_to_save" in n and "classifier" in n]
+    assert head and all(not torch.equal(dict(model.named_parameters())[n], initial[n]) for n in head)  # trained
+    assert (tmp_path / "out" / "fish_mask.safetensors").is_file()
+    assert not callback.mask.attached
+
+
+def test_trainer_resume_reuses_the_saved_mask(tmp_path: Path) -> None:
+    """Resuming from a Trainer checkpoint reloads <output_dir>/fish_mask.safetensors (no new Fisher)
+    and ends bit-identical to the uninterrupted run."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from fishtune import FishCallback
+    from fishtune.data import load_split
+    from fishtune.models import MINILM_PACKAGE, package_model_dir
+    from fishtune.tasks import get_task
+
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    examples = load_split(get_task("mrpc"), "train", source="local", data_dir=GLUE, max_samples=24, seed=0)
+    encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=64)
+    dataset = Dataset.from_dict({**encoded, "label": [e.label for e in examples]})
+
+    def train(resume: str | None) -> tuple[FishCallback, dict[str, torch.Tensor]]:
+        model = _lora(_bert(vocab=tokenizer.vocab_size), r=4)
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4,
+                                 learning_rate=1e-2, weight_decay=0.1, report_to=[], use_cpu=True,
+                                 save_strategy="steps", save_steps=2, seed=1, disable_tqdm=True)
+        callback = FishCallback(keep_ratio=0.5, num_samples=8, warmup_steps=2)
+        Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer),
+                callbacks=[callback]).train(resume_from_checkpoint=resume)
+        return callback, _snapshot(model)
+
+    first, uninterrupted = train(None)
+    again, resumed = train(str(tmp_path / "checkpoint-2"))
+    assert again.mask.scores is None is not first.mask.scores   # loaded, not recomputed
+    assert again.audit["frozen_changed"] == 0 and again.mask.info == first.mask.info
+    assert all(torch.equal(first.mask.mask[n], again.mask.mask[n]) for n in first.mask.mask)
+    assert all(torch.equal(uninterrupted[n], resumed[n]) for n in uninterrupted)

@@ -1,0 +1,221 @@
+"""The experiment files (configs/experiment/): each sweep expands to the grid it promises, cells shared
+between experiments are the same run folders, every experiment runs on tiny-bert, a finished sweep
+rerun trains nothing, the launcher plugins (joblib, submitit) run cells in other processes and the
+summary still counts them, and `make reproduce-cpu` / the snapshot script do what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from conftest import GLUE, REPO, TINY, records
+from fishtune.config import config_digest, validate
+
+EXPERIMENTS = REPO / "configs" / "experiment"
+# experiment -> (cells, swept keys). A new experiment file must say here what it sweeps.
+GRIDS = {
+    "table1": (8 * 2 * 8 * 3, {"mask", "+pair", "task", "seed"}),
+    "table3": (4 * 8 * 3, {"+pair", "mask", "task", "seed"}),
+    "table6": (4 * 4 * 2 * 3, {"model", "mask", "+pair", "seed"}),
+    "table3_cpu": (4 * 4 * 3, {"+pair", "mask", "task", "seed"}),
+    "table3_cpu_r1": (4 * 2 * 3, {"mask", "task", "seed"}),
+    "table1_cpu": (2 * 8 * 2 * 3, {"mask", "+pair", "task", "seed"}),
+    "ablation_warmup_cpu": (4 * 3, {"+pair", "mask", "mask.warmup_steps", "seed"}),
+    "ablation_keep_cpu": (2 * 6 * 3, {"mask", "mask.keep_ratio", "seed"}),
+    "ablation_samples_cpu": (5 * 3, {"+pair", "mask", "mask.num_samples", "seed"}),
+    "ablation_scope_cpu": (2 * 3, {"+pair", "mask", "mask.scope", "seed"}),
+    "ablation_labels_cpu": (2 * 3, {"+pair", "mask", "mask.labels", "seed"}),
+    "methods_mrpc": (4 * 8, {"mask", "+pair"}),
+    "minilm_contrastive": (6, {"+variant"}),
+}
+LOCAL_TRAIN = {"cola", "sst2", "mrpc", "stsb", "rte", "wnli"}  # tasks whose train split is shipped
+FAST = ["train.max_train_samples=16", "train.max_eval_samples=8", "train.max_seq_length=32", "train.device=cpu"]
+
+
+def _compose(*overrides: str, hydra: bool = False):
+    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
+        return compose(config_name="run", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def expand(experiment: str, *cli: str) -> list[list[str]]:
+    """The cells `fishtune run -m experiment=<experiment> <cli>` runs, in order: Hydra's own
+    BasicSweeper takes the cartesian product of `hydra.sweeper.params` and the command line (where a
+    command-line key replaces the file's values)."""
+    cfg = _compose(f"experiment={experiment}", hydra=True)
+    params = cfg.hydra.sweeper.params or {}
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]
+                                                         + [f"experiment={experiment}", *cli])
+    (cells,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+    return cells
+
+
+def _keys(cell: list[str]) -> set[str]:
+    return {o.split("=", 1)[0] for o in cell} - {"experiment"}
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")))
+def test_every_experiment_expands_to_its_grid(experiment: str) -> None:
+    assert experiment in GRIDS, f"say in GRIDS what configs/experiment/{experiment}.yaml sweeps"
+    size, keys = GRIDS[experiment]
+    cells = expand(experiment)
+    assert len(cells) == size and all(_keys(c) == keys for c in cells)
+    assert len({tuple(sorted(c)) for c in cells}) == size  # no cell twice
+    first_line = (EXPERIMENTS / f"{experiment}.yaml").read_text().splitlines()[1]
+    claimed = re.search(r"(\d+) cells", first_line)
+    assert claimed is None or int(claimed.group(1)) == size, first_line
+    for cell in (cells[0], cells[-1]):
+        validate(_compose(*cell))
+
+
+def test_the_command_line_narrows_a_sweep() -> None:
+    cells = expand("table3_cpu", "mask=none,fish", "task=mrpc", "seed=1")
+    common = ["+pair=lora", "task=mrpc", "seed=1", "experiment=table3_cpu"]
+    assert [sorted(c) for c in cells] == [sorted([*common, "mask=none"]), sorted([*common, "mask=fish"])]
+
+
+def test_cells_shared_between_experiments_are_the_same_run_folders() -> None:
+    """The default cell of each ablation and table1_cpu's LoRA cells are table3_cpu's (skipped once done)."""
+    base = ["+pair=lora", "task=mrpc", "seed=2"]
+    fish = config_digest(_compose("experiment=table3_cpu", *base, "mask=fish"))
+    for experiment, key in (("ablation_warmup_cpu", "mask.warmup_steps=50"),
+                            ("ablation_samples_cpu", "mask.num_samples=1024"), ("ablation_scope_cpu", "mask.scope=global"),
+                            ("ablation_labels_cpu", "mask.labels=empirical"), ("table1_cpu", "seed=2")):
+        assert config_digest(_compose(f"experiment={experiment}", *base, "mask=fish", key)) == fish, experiment
+    vanilla = _compose("experiment=table3_cpu", *base, "mask=none")
+    assert config_digest(_compose("experiment=table1_cpu", *base, "mask=none")) == config_digest(vanilla)
+    r1 = _compose("experiment=table3_cpu_r1", "task=mrpc", "mask=fish")
+    assert r1.method.r == 16 and dict(r1.mask.keep_match) == {"config": "lora", "r": 1}
+    assert r1.mask.tag == "fish-match.lora-r1-warmup" and r1.train.max_train_samples == 10000
+    assert _compose("experiment=table3_cpu_r1", "mask=none").method.tag == "lora-r1"
+
+
+def _tiny_cell(experiment: str) -> list[str]:
+    """The first masked cell of the experiment on a shipped task, its model replaced by tiny-bert."""
+    for cell in expand(experiment):
+        values = dict(o.split("=", 1) for o in cell)
+        task = values.get("task") or _compose(*cell).task.name
+        variant = values.get("+variant")
+        masked = values.get("mask", "none") != "none" if variant is None else variant != "lora_r8"
+        if task in LOCAL_TRAIN and masked:
+            return [o for o in cell if not o.startswith("model=")]
+    raise AssertionError(f"{experiment}: no masked cell on a shipped task")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(GRIDS))
+def test_every_experiment_runs_a_cell_on_tiny_bert(run_cli, tmp_path: Path, experiment: str) -> None:
+    cell = _tiny_cell(experiment)
+    assert run_cli(*cell, *FAST, "mask.num_samples=8", "mask.warmup_steps=2") == 0
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "complete" and rec["mask"] != "none" and rec["frozen_changed"] == 0
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_a_finished_sweep_rerun_trains_nothing(run_cli, tmp_path: Path, capsys) -> None:
+    """Resumable and idempotent: the second run of a 2-cell experiment skips both, touching no file."""
+    sweep = ["-m", "experiment=table3_cpu", "mask=none,random", "task=mrpc", "seed=1", *FAST]  # random: no Fisher
+    assert run_cli(*sweep) == 0
+    assert "2 cells: 2 completed" in capsys.readouterr().err
+    before = _snapshot(tmp_path / "runs")
+    vanilla, masked = sorted(records(tmp_path / "runs"), key=lambda r: r["mask"] != "none")
+    # what the report needs is in the record: the backbone size and the mask per parameter
+    assert vanilla["trainable"]["backbone"] == masked["trainable"]["backbone"] > 0
+    assert sum(masked["mask_stats"]["selected_by_param"].values()) == masked["trainable"]["peft_selected"]
+    assert masked["trainable"]["peft_selected"] == vanilla["trainable"]["peft_total"]  # r=8's count
+    assert run_cli(*sweep) == 0
+    assert "2 cells: 0 completed, 2 skipped" in capsys.readouterr().err
+    assert _snapshot(tmp_path / "runs") == before
+
+
+def test_outcomes_of_cells_run_elsewhere_are_counted(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A cell in another process (a launcher plugin) leaves its outcome in the sweep's folder; the
+    launching process counts it, and says so when nothing came back."""
+    from fishtune import cli
+
+    folder = tmp_path / "outcomes"
+    folder.mkdir()
+    monkeypatch.setenv(cli.OUTCOME_ENV, f"1:{folder}")  # owned by "PID 1": this process is elsewhere
+    for status in ("complete", "failed"):
+        cli._report_outcome(status)
+    remote = cli._collect_outcomes(folder)
+    assert sorted(remote) == ["complete", "failed"] and not folder.exists()
+    assert cli._summarise(["skipped", *remote], multirun=True, elsewhere=2) == 1
+    assert "3 cells (2 reported by other processes): 1 completed, 1 skipped" in capsys.readouterr().err
+    assert cli._summarise([], multirun=True) == 0
+    assert "none reported an outcome here" in capsys.readouterr().err
+
+
+def test_launcher_configs_compose() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    slurm = _compose("hydra/launcher=slurm", hydra=True).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.tasks_per_node == 1
+    assert slurm.timeout_min >= 60 and slurm.mem_gb and slurm.cpus_per_task and slurm.max_num_timeout >= 1
+    parallel = _compose("hydra/launcher=parallel", "hydra.launcher.n_jobs=3", hydra=True).hydra.launcher
+    assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]],
+                         ids=["joblib", "submitit_local"])
+def test_launchers_run_cells_in_other_processes(run_cli, tmp_path: Path, capsys, launcher: list[str]) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    # two cells at once; max_seq_length=4 fails validation: the summary and the exit status say so
+    assert run_cli("-m", *launcher, *FAST[:2], "train.max_seq_length=32,4") == 1
+    err = capsys.readouterr().err
+    assert "2 cells (2 reported by other processes): 1 completed, 0 skipped (already complete), 1 failed" in err
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "complete" and rec["test_model"] is True
+    assert not list((tmp_path / "results" / "sweeps").glob(".outcomes-*"))  # collected and removed
+
+
+def test_make_reproduce_cpu_runs_every_cpu_experiment_then_reports() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    out = subprocess.run(["make", "-n", "reproduce-cpu", "reproduce"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    cpu = [p.stem for p in EXPERIMENTS.glob("*_cpu*.yaml")]
+    listed = re.search(r"for e in ([^;]+); do .*fishtune run -m experiment=\$e runs_root=results/runs/cpu", out.stdout)
+    assert listed and sorted(listed.group(1).split()) == sorted(cpu)
+    assert "scripts/snapshot_records.py results/runs/cpu results/study/minilm-l6-cpu" in out.stdout
+    assert "fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu" in out.stdout
+    gpu = re.search(r"for e in ([^;]+); do .*experiment=\$e train.device=cuda", out.stdout)
+    assert gpu and sorted(gpu.group(1).split()) == ["table1", "table3", "table6"]
+
+
+def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) -> None:
+    source, dest = tmp_path / "runs", tmp_path / "study"
+    for name, rec in (("ok", {"status": "complete", "model": "m", "task": "rte"}),
+                      ("failed", {"status": "failed", "model": "m", "task": "rte"}),
+                      ("tiny", {"status": "complete", "model": "tiny-bert", "task": "rte", "test_model": True}),
+                      ("broken", None)):
+        (source / name).mkdir(parents=True)
+        (source / name / "results.json").write_text(json.dumps(rec) if rec else "{")
+        (source / name / "config.yaml").write_text("seed: 1\n")
+        (source / name / "mask.safetensors").write_bytes(b"x")
+    script = REPO / "scripts" / "snapshot_records.py"
+    for _ in range(2):  # idempotent
+        out = subprocess.run([sys.executable, str(script), str(source), str(dest)], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and "copied 1 complete run records" in out.stdout
+        assert "left behind: 1 failed, 1 malformed, 1 test model" in out.stdout and "broken" in out.stderr
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["ok/config.yaml",
+                                                                                          "ok/results.json"]
