@@ -22,6 +22,11 @@ class RunFolderBusy(FishtuneError):
     """Another live process holds the run folder."""
 
 
+def _busy(folder: Path, path: Path) -> RunFolderBusy:
+    return RunFolderBusy(f"run folder {folder} is in use by {_holder(path)}; "
+                         "wait for it to finish (rerunning afterwards resumes or skips it)")
+
+
 def _holder(path: Path) -> str:
     try:
         pid = path.read_text().strip()
@@ -40,8 +45,7 @@ def check_unlocked(folder: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise RunFolderBusy(f"run folder {folder} is in use by {_holder(path)}; "
-                            "wait for it to finish (rerunning afterwards resumes or skips it)") from None
+        raise _busy(folder, path) from None
     finally:
         os.close(fd)
 
@@ -61,8 +65,7 @@ class RunFolderLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunFolderBusy(f"run folder {self.folder} is in use by {_holder(self.path)}; "
-                                "wait for it to finish (rerunning afterwards resumes or skips it)") from None
+            raise _busy(self.folder, self.path) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -19,7 +19,6 @@ in the means) and is flagged in every cell and in the listing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import _DIGEST_EXCLUDE, flatten
+from ..config import _DIGEST_EXCLUDE, digest, flatten
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ def comparable(rec: dict, folder: Path) -> dict:
 
 
 def _digest(flat: dict) -> str:
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest(flat, 12)  # the same 12 digits as `comparison.digest`
 
 
 def kind_of(mask: str, config: dict) -> str:
