@@ -1,21 +1,24 @@
-"""MiniLM-L6 + LoRA r=16 + FISH (50%) on MRPC, two ways, same seed and settings:
+"""MiniLM-L6 + LoRA r=16 + FISH (r=8's count, 50%) on MRPC, two ways, same seed and settings:
 
-A. `fishtune run task=mrpc method=lora method.r=16 mask=fish train.epochs=1 seed=1` (runs under a
-   temporary runs_root, never results/runs);
+A. `fishtune run experiment=methods_mrpc +pair=lora mask=fish seed=1`: the LoRA-FISH cell of the
+   issue-9 methods table (3 epochs, full dev set), under results/runs; a complete record there is
+   reused, not retrained;
 B. transformers' `Trainer` + PEFT LoRA (r=16, alpha 32, dropout 0.1, query/value) +
-   `FishCallback(keep_ratio=0.5)`: lr 2e-3, linear schedule with 6% warm-up, batch 32, max length
-   128, weight decay 0, clipping at 1.0, 1 epoch, AdamW (torch), length-grouped batches, seed 1;
-   the callback's dense warm-up is 50 steps at the Trainer's lr and its Fisher takes 1024 examples
-   (both fishtune's defaults). The model is loaded as fishtune loads it (`load_model`, head seeded
-   with the run seed) and LoRA applied with `get_peft_model`, so both sides start from the same weights.
+   `FishCallback(keep=<A's selected count>)`: lr 2e-3, linear schedule with 6% warm-up, batch 32,
+   max length 128, weight decay 0, clipping at 1.0, 3 epochs, AdamW (torch), length-grouped batches,
+   seed 1; the callback's dense warm-up is 50 steps at the Trainer's lr and its Fisher takes 1024
+   examples (both fishtune's defaults). The model is loaded as fishtune loads it (`load_model`, head
+   seeded with the run seed) and LoRA applied with `get_peft_model`, so both sides start from the
+   same weights.
 
 Dev accuracy/F1 come from `fishtune.metrics` on both sides. What differs by construction: the
 batch order and dropout stream of training (each trainer's own sampler/RNG), the Fisher's sample
 (fishtune: a seeded shuffle of its encoded data; the callback: a seeded DataLoader shuffle over the
 Trainer's dataset) and the warm-up batches; so the two scores agree up to seed-level noise, not bit
-for bit.
+for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-seed1.json.
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/trainer_callback_mrpc.py > /tmp/trainer_callback_mrpc.log 2>&1 &
+    .venv/bin/python scripts/trainer_callback_mrpc.py --smoke     # the Trainer side on 64 examples
 """
 
 from __future__ import annotations
@@ -34,22 +37,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 1
+EPOCHS = 3
+OUT = REPO / "results" / "api" / f"trainer-callback-mrpc-seed{SEED}.json"
 
 
-def fishtune_side(root: Path) -> dict:
-    cmd = [sys.executable, "-m", "fishtune.cli", "run", "task=mrpc", "method=lora", "method.r=16", "mask=fish",
-           "train.epochs=1", f"seed={SEED}", f"runs_root={root}", "train.progress=false"]
+def fishtune_side() -> dict:
+    cmd = [sys.executable, "-m", "fishtune.cli", "run", "experiment=methods_mrpc", "+pair=lora", "mask=fish",
+           f"seed={SEED}", "train.progress=false"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True)
     wall = time.perf_counter() - start
-    (path,) = root.rglob("results.json")
+    (path,) = (REPO / "results" / "runs" / "mrpc" / "minilm-l6" / "lora-r16" / "fish-match.lora-r8-warmup").glob(
+        f"seed{SEED}-*/results.json")
     rec = json.loads(path.read_text())
-    return {"dev": rec["last"]["dev"], "wall_s": round(wall, 1), "time_s": rec["time_s"],
-            "frozen_changed": rec["frozen_changed"], "selected": rec["trainable"]["peft_selected"],
+    assert rec["config"]["train"]["epochs"] == EPOCHS, rec["config"]["train"]
+    return {"record": str(path.relative_to(REPO)), "dev": rec["last"]["dev"], "wall_s_this_call": round(wall, 1),
+            "time_s": rec["time_s"], "frozen_changed": rec["frozen_changed"],
+            "selected": rec["trainable"]["peft_selected"],
             "by_family": {f: v["selected"] for f, v in rec["mask_stats"]["by_family"].items()}}
 
 
-def trainer_side(out: Path, smoke: bool = False) -> dict:
+def trainer_side(out: Path, keep: int | None, smoke: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from omegaconf import OmegaConf
@@ -78,11 +86,11 @@ def trainer_side(out: Path, smoke: bool = False) -> dict:
 
     train, dev = dataset("train"), dataset("dev")
     args = TrainingArguments(
-        output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=32, per_device_eval_batch_size=128,
+        output_dir=str(out), num_train_epochs=1 if smoke else EPOCHS, per_device_train_batch_size=32, per_device_eval_batch_size=128,
         learning_rate=2e-3, lr_scheduler_type="linear", warmup_ratio=0.06, weight_decay=0.0, max_grad_norm=1.0,
         optim="adamw_torch", group_by_length=True, seed=SEED, report_to=[], use_cpu=True, save_strategy="no",
         eval_strategy="no", logging_steps=20, disable_tqdm=True, dataloader_pin_memory=False)
-    callback = FishCallback(keep_ratio=0.5, strategy="fish", warmup_steps=2 if smoke else 50,
+    callback = FishCallback(keep=keep, keep_ratio=0.5 if keep is None else None, strategy="fish", warmup_steps=2 if smoke else 50,
                             num_samples=32 if smoke else 1024)
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
@@ -108,21 +116,32 @@ def trainer_side(out: Path, smoke: bool = False) -> dict:
 def main() -> None:
     if "--smoke" in sys.argv:   # the Trainer side on 64 examples: checks the script, measures nothing
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(trainer_side(Path(tmp), smoke=True), indent=1))
+            print(json.dumps(trainer_side(Path(tmp), keep=None, smoke=True), indent=1))
         return
+    print("== A: fishtune run (the methods_mrpc LoRA-FISH cell) ==", flush=True)
+    a = fishtune_side()
+    print(json.dumps(a, indent=1), flush=True)
+    print("== B: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
     with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
-        tmp = Path(tmp)
-        print("== A: fishtune run ==", flush=True)
-        a = fishtune_side(tmp / "runs")
-        print(json.dumps(a, indent=1), flush=True)
-        print("== B: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
-        b = trainer_side(tmp / "trainer")
-        print(json.dumps(b, indent=1), flush=True)
-    print("\nMiniLM-L6, MRPC dev, LoRA r=16, FISH 50%, 1 epoch, seed 1 (OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')})")
+        b = trainer_side(Path(tmp), keep=a["selected"])
+    print(json.dumps(b, indent=1), flush=True)
+    import torch
+    import transformers
+
+    from fishtune.provenance import AT_IMPORT
+    result = {"what": f"MiniLM-L6, MRPC full dev, LoRA r=16, FISH at r=8's count, {EPOCHS} epochs, seed {SEED}",
+              "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "torch": torch.__version__,
+              "transformers": transformers.__version__, "git": AT_IMPORT,
+              "fishtune_run": a, "trainer_callback": b,
+              "difference": {k: round(b["dev"][k] - a["dev"][k], 4) for k in ("accuracy", "f1", "score")}}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = OUT.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=1) + "\n")
+    tmp_out.replace(OUT)
+    print(f"\n{result['what']} -> {OUT.relative_to(REPO)}")
     for name, r in (("fishtune run", a), ("Trainer + FishCallback", b)):
         d = r["dev"]
-        print(f"  {name:24s} acc {d['accuracy']:.2f}  F1 {d['f1']:.2f}  score {d['score']:.2f}  wall {r['wall_s']:.0f} s")
+        print(f"  {name:24s} acc {d['accuracy']:.2f}  F1 {d['f1']:.2f}  score {d['score']:.2f}")
 
 
 if __name__ == "__main__":
