@@ -50,7 +50,7 @@ def fishtune_side() -> dict:
     (path,) = (REPO / "results" / "runs" / "mrpc" / "minilm-l6" / "lora-r16" / "fish-match.lora-r8-warmup").glob(
         f"seed{SEED}-*/results.json")
     rec = json.loads(path.read_text())
-    assert rec["config"]["train"]["epochs"] == EPOCHS, rec["config"]["train"]
+    assert rec["comparison"]["config"]["train.epochs"] == EPOCHS, rec["comparison"]["config"]
     return {"record": str(path.relative_to(REPO)), "dev": rec["last"]["dev"], "wall_s_this_call": round(wall, 1),
             "time_s": rec["time_s"], "frozen_changed": rec["frozen_changed"],
             "selected": rec["trainable"]["peft_selected"],
