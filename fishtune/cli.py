@@ -48,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "run":
-        return _run(rest)
+        try:
+            return _run(rest)
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (errors.Terminated): the record says `interrupted`
+            from .errors import Terminated
+
+            terminated = isinstance(err, Terminated)
+            print(f"fishtune: {'terminated (SIGTERM)' if terminated else 'interrupted'}; rerun the same command to "
+                  "resume from the last checkpoint", file=sys.stderr)
+            return 143 if terminated else 130
     if command == "report":
         from .report.cli import main as report_main
 

@@ -23,3 +23,8 @@ class ModelLoadError(FishtuneError):
 
 class DivergedError(FishtuneError):
     """The training loss became NaN or infinite."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run (a cluster's preemption or time limit, `kill`, `timeout`): handled as
+    Ctrl-C is, so the record ends `interrupted` and rerunning the command resumes it."""

@@ -11,8 +11,12 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+import signal
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,7 +28,7 @@ from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
 from .config import comparable_config, comparison_digest, flatten, resolved_runtime, run_dir, validate
 from .data import DEFAULT_GLUE_DIR, Example, load_split
-from .errors import ConfigError, DivergedError, FishtuneError
+from .errors import ConfigError, DivergedError, FishtuneError, Terminated
 from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
@@ -83,12 +87,34 @@ def run_experiment(cfg: DictConfig) -> dict:
     keep = None if cfg.mask.name == "none" else mask_budget(cfg.mask, method_total=method_total, head_total=head_total,
                                                               matched=matched)
 
-    with RunFolderLock(folder):  # one writer per run folder, from the first write to the last
+    with RunFolderLock(folder), _sigterm_interrupts():  # one writer per run folder, first write to last
         existing = read_record(folder / RECORD_NAME)  # as it is now that the folder is ours
         if existing and existing.get("status") == "complete" and cfg.train.resume:
             return _skipped(folder, existing)
         return _run_locked(cfg, runtime, folder, existing, task, loaded, setup, train_ex, eval_ex,
                            method_total, head_total, keep, device, autocast, backbone=model_total - head_total)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a run writes its folder, SIGTERM raises `Terminated` (a KeyboardInterrupt), so the
+    record ends `interrupted`, not `running`, and the process exits 143 (`fishtune.cli`). SLURM
+    sends SIGTERM before it kills a preempted or timed-out job; the last checkpoint (every
+    `train.checkpoint_every` steps and at each epoch end) is where a rerun resumes. A handler someone
+    else installed (submitit's, for requeueing) is left alone, as is any thread but the main one."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame) -> None:
+        raise Terminated(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _skipped(folder: Path, existing: dict) -> dict:

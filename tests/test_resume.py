@@ -58,3 +58,26 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path: Path) -> No
         assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
     assert got["time_s"]["total"] >= got["time_s"]["train"]  # wall time adds up over both sessions
     assert not checkpoint.exists()  # a complete run drops its checkpoint
+
+
+def test_sigterm_marks_the_run_interrupted_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """What SLURM does to a preempted job: SIGTERM. One line, exit 143, record `interrupted`."""
+    out = tmp_path / "run"
+    proc = _fishtune(out, "train.epochs=1")
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be terminated; make it longer"
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, output
+    assert "Traceback" not in output
+    assert "fishtune: terminated (SIGTERM); rerun the same command to resume" in output
+    record = _record(out)
+    assert record["status"] == "interrupted" and record["finished_at"]
+
+    resumed = _fishtune(out, "train.epochs=1")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output and _record(out)["status"] == "complete"
