@@ -78,6 +78,8 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(k.get("live", False), bool), f"mask.live must be true or false, got {k.get('live')!r}")
     _check(not (k.get("live") and k.scope != "global"), "mask.live=true needs mask.scope=global")
     _check(k.warmup_steps >= 0, f"mask.warmup_steps must be >= 0, got {k.warmup_steps}")
+    _check(k.get("warmup_order", "shuffled") in ("shuffled", "length_grouped"),
+           f"mask.warmup_order must be shuffled or length_grouped, got {k.get('warmup_order')!r}")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -70,7 +70,8 @@ def test_run_dir_is_readable_and_unique_per_config() -> None:
     ("mask.keep_ratio=0", "mask.keep_ratio"), ("mask.keep_ratio=1.5", "mask.keep_ratio"),
     ("mask.num_samples=0", "mask.num_samples"), ("method.r=0", "method.r"), ("train.lr=0", "train.lr"),
     ("train.batch_size=0", "train.batch_size"), ("mask.labels=guess", "mask.labels"),
-    ("mask.fisher_at=later", "mask.fisher_at"), ("train.device=tpu", "train.device"),
+    ("mask.fisher_at=later", "mask.fisher_at"), ("mask.warmup_order=sorted", "mask.warmup_order"),
+    ("train.device=tpu", "train.device"),
 ])
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
     mask = "mask=fish" if override.startswith("mask.") else "mask=none"

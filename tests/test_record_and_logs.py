@@ -64,7 +64,7 @@ def test_every_seed_is_scored_on_the_same_dev_subset() -> None:
     assert subsets[0][0] != subsets[1][0]  # train: drawn with the run seed
 
 
-def test_warmup_batches_are_length_grouped(monkeypatch) -> None:
+def test_warmup_batch_orders(monkeypatch) -> None:
     import fishtune.selection as selection
     from fishtune.batching import encode
     from fishtune.data import load_split
@@ -88,12 +88,16 @@ def test_warmup_batches_are_length_grouped(monkeypatch) -> None:
     model = torch.nn.Module()
     model.dummy = torch.nn.Parameter(torch.zeros(1))
     model.forward = lambda **kw: type("Out", (), {"logits": model.dummy.expand(kw["input_ids"].shape[0], 2) * 1.0})()
-    selection._dense_warmup(model, data, steps=40, batch_size=32, lr=1e-3, seed=1, pad_id=0,
-                            device=torch.device("cpu"), autocast=False)
-    assert len(widths) == 40
-    # Real tokens / padded positions: 0.77 length-grouped (rounded up to 8), 0.32 for the plain shuffle
-    # the warm-up used before (the same 40 batches of SST-2).
-    assert sum(tokens) / sum(widths) > 0.7
+    density = {}
+    for order in ("length_grouped", "shuffled"):
+        widths.clear(), tokens.clear()
+        selection._dense_warmup(model, data, steps=40, batch_size=32, lr=1e-3, seed=1, pad_id=0,
+                                device=torch.device("cpu"), autocast=False, order=order)
+        assert len(widths) == 40
+        density[order] = sum(tokens) / sum(widths)
+    # Real tokens / padded positions over 40 batches of SST-2: 0.77 length-grouped (rounded up to 8),
+    # 0.32 for the plain shuffle (the default, mask.warmup_order=shuffled: README).
+    assert density["length_grouped"] > 0.7 and density["shuffled"] < 0.45
 
 
 def test_plain_progress_lines_when_output_is_not_a_terminal(run_cli, tmp_path: Path, capsys) -> None:
