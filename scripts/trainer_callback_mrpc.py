@@ -19,6 +19,7 @@ for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-s
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/trainer_callback_mrpc.py > /tmp/trainer_callback_mrpc.log 2>&1 &
     .venv/bin/python scripts/trainer_callback_mrpc.py --smoke     # the Trainer side on 64 examples
+    .venv/bin/python scripts/trainer_callback_mrpc.py --reuse-trainer   # B from the last result file
 """
 
 from __future__ import annotations
@@ -47,13 +48,17 @@ def fishtune_side() -> dict:
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True)
     wall = time.perf_counter() - start
-    (path,) = (REPO / "results" / "runs" / "mrpc" / "minilm-l6" / "lora-r16" / "fish-match.lora-r8-warmup").glob(
+    # The cell of today's configs: records made before mask.warmup_order existed sit beside it.
+    from omegaconf import OmegaConf
+    order = OmegaConf.load(REPO / "configs" / "mask" / "fish.yaml").warmup_order
+    cells = (REPO / "results" / "runs" / "mrpc" / "minilm-l6" / "lora-r16" / "fish-match.lora-r8-warmup").glob(
         f"seed{SEED}-*/results.json")
-    rec = json.loads(path.read_text())
+    records = [(path, json.loads(path.read_text())) for path in cells]
+    (path, rec), = [(p, r) for p, r in records if r["comparison"]["config"].get("mask.warmup_order") == order]
     assert rec["comparison"]["config"]["train.epochs"] == EPOCHS, rec["comparison"]["config"]
     return {"record": str(path.relative_to(REPO)), "dev": rec["last"]["dev"], "wall_s_this_call": round(wall, 1),
             "time_s": rec["time_s"], "frozen_changed": rec["frozen_changed"],
-            "selected": rec["trainable"]["peft_selected"],
+            "selected": rec["trainable"]["peft_selected"], "warmup_order": order,
             "by_family": {f: v["selected"] for f, v in rec["mask_stats"]["by_family"].items()}}
 
 
@@ -122,8 +127,12 @@ def main() -> None:
     a = fishtune_side()
     print(json.dumps(a, indent=1), flush=True)
     print("== B: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
-    with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
-        b = trainer_side(Path(tmp), keep=a["selected"])
+    if "--reuse-trainer" in sys.argv:   # B from the last result file (its run does not depend on A's record)
+        b = json.loads(OUT.read_text())["trainer_callback"]
+        assert b["selected"] == a["selected"], (b["selected"], a["selected"])
+    else:
+        with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
+            b = trainer_side(Path(tmp), keep=a["selected"])
     print(json.dumps(b, indent=1), flush=True)
     import torch
     import transformers
