@@ -123,8 +123,8 @@ WARMUP_ORDERS = ("shuffled", "length_grouped")
 
 
 def warmup_order(mask_cfg: DictConfig) -> str:
-    """`mask.warmup_order`; records made before the key existed used `length_grouped`."""
-    return str(mask_cfg.get("warmup_order", "length_grouped"))
+    """`mask.warmup_order` (shuffled when a config predates the key)."""
+    return str(mask_cfg.get("warmup_order", "shuffled"))
 
 
 def _warmup_batches(data: Encoded, *, batch_size: int, seed: int, pad_id: int, device: torch.device,
