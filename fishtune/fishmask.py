@@ -10,14 +10,10 @@
 `fishtune run` builds its masks through `from_fisher` (fishtune.selection.build_mask) and trains
 through `attach` (fishtune.train.Trainer), so there is one implementation of both.
 
-Candidates. By default every trainable parameter except the classifier head: the `classifier` /
-`score` module of a transformers model (with PEFT, its trainable `modules_to_save` copy), any PEFT
-`ModulesToSaveWrapper`, AdapterHub `heads.`; `head=` names others (parameter names or module
-paths), `params=` lists the candidates outright. So PEFT, AdapterHub and full fine-tuning all
-work. Families (for the stats) and zero-initialised factor pairs (for `live` and the dead-entry
-stats, `fishtune.live`) are read from the library's modules: PEFT `LoraLayer`s (`lora_A`,
-`lora_B`, `lora_magnitude`; each (A, B) a pair) and AdapterHub adapters (fishtune's method
-groups); any other parameter's family is its name's last component, with no pair.
+Candidates (`fishtune.candidates`). By default every trainable parameter except the classifier
+head (recognised for transformers, PEFT and AdapterHub models; `head=` names others), or exactly
+`params=`; so PEFT, AdapterHub and full fine-tuning all work. Families and zero-initialised factor
+pairs are read from the library's modules.
 
 Where the Fisher is taken (`fisher_at`). A zero-initialised factor (PEFT LoRA's B, AdapterHub
 ParBn's up-projection) gives its partner exactly zero gradient, hence zero Fisher, at init.
@@ -50,12 +46,10 @@ so no optimizer update or state.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -63,16 +57,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError, DataError
+from .candidates import candidates, structure, zero_factor
+from .errors import ConfigError
 from .frozen import EntryMask
 from .live import dead_entries, select_live
+from .mask_stage import LossFn, _rng_forked, _warmup_source, dense_warmup, fisher_scores
 from .masking import SCOPES, STRATEGIES, mask_stats, select_mask
 
 log = logging.getLogger(__name__)
 
 FISHER_AT = ("auto", "warmup", "init")
 FORMAT = "fishtune.FishMask/1"
-LossFn = Callable[[nn.Module, Any], Tensor]
+__all__ = ["FishMask", "FISHER_AT", "LossFn", "budget", "candidates", "dense_warmup", "fisher_scores"]
 
 
 class FishMask:
@@ -292,107 +288,6 @@ class FishMask:
         return loaded
 
 
-# --- candidates, families, pairs -----------------------------------------------------------------
-
-
-def candidates(model: nn.Module, *, params: Sequence[str] | None = None, head: Sequence[str] | None = None) -> list[str]:
-    """Mask candidates in `named_parameters()` order: `params` if given (each must be trainable),
-    else the trainable parameters minus the head (`head`, or the recognised one: module docstring)."""
-    named = dict(model.named_parameters())
-    trainable = [n for n, p in named.items() if p.requires_grad]
-    if params is not None:
-        unknown = sorted(set(params) - set(named))
-        frozen = sorted(set(params) - set(trainable) - set(unknown))
-        if unknown or frozen:
-            raise ConfigError(f"params: {'unknown' if unknown else 'not trainable'} parameter "
-                              f"{(unknown or frozen)[0]!r} ({len(unknown) + len(frozen)} in all)")
-        names = list(dict.fromkeys(params))   # the caller's order (the runner's: its method's)
-    else:
-        if not trainable:
-            raise ConfigError("the model has no trainable parameters: make the ones to mask trainable first "
-                              "(PEFT, AdapterHub's train_adapter, or requires_grad_(True))")
-        heads = head_parameters(model, trainable) if head is None else _named_by(model, head, trainable)
-        names = [n for n in trainable if n not in heads]
-    if not names:
-        raise ConfigError("no mask candidates: every trainable parameter is part of the head "
-                          "(pass params= or head=[])")
-    return names
-
-
-def head_parameters(model: nn.Module, trainable: Sequence[str]) -> set[str]:
-    """Trainable parameters of the recognised classifier head (module docstring)."""
-    from transformers import PreTrainedModel
-
-    heads: set[str] = set()
-    for path, module in model.named_modules():
-        prefix = f"{path}." if path else ""
-        if isinstance(module, PreTrainedModel):
-            for attr in ("classifier", "score"):
-                sub = getattr(module, attr, None)
-                if isinstance(sub, nn.Module):
-                    heads.update(f"{prefix}{attr}.{n}" for n, _ in sub.named_parameters(remove_duplicate=False))
-        if type(module).__name__ == "ModulesToSaveWrapper":  # PEFT's trainable copy of a module
-            heads.update(f"{prefix}{n}" for n, _ in module.named_parameters(remove_duplicate=False))
-    heads.update(n for n in trainable if n.startswith("heads."))  # AdapterHub prediction heads
-    return heads & set(trainable)
-
-
-def _named_by(model: nn.Module, names: Sequence[str], trainable: Sequence[str]) -> set[str]:
-    """Parameters named by `names`: exact parameter names or module paths (their parameters)."""
-    if isinstance(names, str):
-        names = [names]
-    chosen: set[str] = set()
-    for name in names:
-        hits = {n for n in trainable if n == name or n.startswith(name + ".")}
-        if not hits and name not in dict(model.named_parameters()) and name not in dict(model.named_modules()):
-            raise ConfigError(f"head: {name!r} is neither a parameter nor a module of the model")
-        chosen |= hits
-    return chosen
-
-
-def structure(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, str], list]:
-    """(families, zero-init factor pairs) of the candidates `names`, read from PEFT LoRA layers and
-    AdapterHub adapters; any other parameter's family is its name's last component."""
-    from .methods import FactorPair
-
-    wanted = set(names)
-    families = {n: n.rsplit(".", 1)[-1] for n in names}
-    pairs: list = []
-    if hasattr(model, "peft_config"):
-        try:
-            from peft.tuners.lora import LoraLayer
-        except ImportError:  # pragma: no cover - peft is a dependency
-            LoraLayer = ()
-        for path, module in model.named_modules():
-            if not isinstance(module, LoraLayer):
-                continue
-            for adapter in module.lora_A:
-                a, b = f"{path}.lora_A.{adapter}.weight", f"{path}.lora_B.{adapter}.weight"
-                m = f"{path}.lora_magnitude_vector.{adapter}.weight"
-                for name, family in ((a, "lora_A"), (b, "lora_B"), (m, "lora_magnitude")):
-                    if name in wanted:
-                        families[name] = family
-                if a in wanted and b in wanted:
-                    pairs.append(FactorPair(down=a, up=b))
-    if hasattr(model, "adapters_config"):
-        from .methods._adapterhub import _groups
-
-        groups = _groups(model, dense_gates=False)
-        families.update({n: f for n, f in groups.candidates.items() if n in wanted})
-        pairs.extend(p for p in groups.pairs if p.down in wanted and p.up in wanted)
-    return families, pairs
-
-
-def zero_factor(named: Mapping[str, Tensor], pairs: Sequence) -> bool:
-    """Whether some declared pair's up factor has an all-zero rank column (its partner's Fisher is 0)."""
-    for pair in pairs:
-        up = named[pair.up].detach()
-        up = up if pair.up_transposed else up.T     # rank axis first
-        if bool((up == 0).all(1).any()):
-            return True
-    return False
-
-
 def budget(total: int, *, keep: int | None, keep_ratio: float | None) -> int:
     """k from `keep` or `keep_ratio` (exactly one), checked against the candidates."""
     if (keep is None) == (keep_ratio is None):
@@ -419,181 +314,3 @@ def _check_choice(key: str, value: Any, options: Sequence[str]) -> None:
 
 def _pair_dict(pair: Any) -> dict:
     return {k: getattr(pair, k) for k in ("down", "up", "down_bias", "down_transposed", "up_transposed")}
-
-
-# --- warm-up and Fisher --------------------------------------------------------------------------
-
-
-def dense_warmup(model: nn.Module, batches: Iterator, *, steps: int, lr: float, loss_fn: LossFn | None = None,
-                 autocast: bool = False) -> None:
-    """`steps` plain AdamW steps (constant lr, no weight decay) on every trainable parameter, one per
-    batch of `batches`; the optimizer is discarded, gradients the caller had are put back."""
-    from .train import make_optimizer, model_inputs, task_loss
-
-    device = _device(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    kept_grads = [p.grad for p in trainable]
-    for p in trainable:
-        p.grad = None
-    optimizer = make_optimizer(trainable, lr=lr, weight_decay=0.0, device=device)
-    modes = {m: m.training for m in model.modules()}
-    model.train()
-    done = 0
-    try:
-        for batch in itertools.islice(batches, steps):   # pulls exactly `steps` batches
-            batch = _to_device(batch, device)
-            if loss_fn is not None:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    loss = loss_fn(model, batch).float().mean()
-            else:
-                _require_labels(batch)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    logits = model(**model_inputs(batch)).logits
-                loss = task_loss(logits, batch["labels"])
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done += 1
-    finally:
-        for m, training in modes.items():
-            m.training = training
-        for p, g in zip(trainable, kept_grads):
-            p.grad = g
-    if done < steps:
-        raise DataError(f"the warm-up ran out of batches after {done} of {steps} steps")
-    log.info("dense warm-up: %d steps before the Fisher (parameters restored afterwards)", steps)
-
-
-def fisher_scores(model: nn.Module, batches: Iterable, *, names: Sequence[str], num_samples: int,
-                  labels: str = "empirical", estimator: str = "auto", loss_fn: LossFn | None = None) -> dict[str, Tensor]:
-    """The empirical Fisher of `names` over the first `num_samples` examples of `batches`."""
-    from .fisher import empirical_fisher
-
-    if loss_fn is None:
-        return empirical_fisher(model, _labelled(batches), num_samples=num_samples, estimator=estimator,
-                                labels=labels, param_names=names)
-    return _loss_fn_fisher(model, batches, loss_fn, names=names, num_samples=num_samples)
-
-
-def _loss_fn_fisher(model: nn.Module, batches: Iterable, loss_fn: LossFn, *, names: Sequence[str],
-                    num_samples: int) -> dict[str, Tensor]:
-    """sum_n (d loss_fn(model, example_n) / d theta)^2 with one forward/backward per example."""
-    from .fisher import _cut_trailing_padding, _eval_mode, _precision
-
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
-    device = _device(model)
-    named = dict(model.named_parameters())
-    tensors = [named[n] for n in names]
-    fisher = {n: torch.zeros(named[n].shape, dtype=torch.float32, device=device) for n in names}
-    seen = 0
-    with _eval_mode(model), torch.enable_grad(), _precision(device.type, "fp32"):
-        for batch in batches:
-            batch = _to_device(batch, device)
-            size = _batch_size(batch)
-            for i in range(min(size, num_samples - seen)):
-                example = _slice(batch, i, size)
-                if isinstance(example, Mapping):
-                    example = _cut_trailing_padding(dict(example))
-                loss = loss_fn(model, example)
-                if not isinstance(loss, Tensor) or loss.numel() != 1:
-                    raise DataError("loss_fn(model, batch) must return one loss per example (shape (n,)); on a batch "
-                                    f"of one it returned {type(loss).__name__} of shape "
-                                    f"{tuple(loss.shape) if isinstance(loss, Tensor) else '?'}")
-                grads = torch.autograd.grad(loss.float().sum(), tensors, allow_unused=True)
-                for n, g in zip(names, grads):
-                    if g is not None:
-                        fisher[n] += g.float() ** 2
-            seen += min(size, num_samples - seen)
-            if seen >= num_samples:
-                break
-    if seen == 0:
-        raise DataError("fisher: the batches held no examples")
-    if seen < num_samples:
-        log.warning("fisher: batches ran out after %d of %d requested examples", seen, num_samples)
-    return fisher
-
-
-def _labelled(batches: Iterable) -> Iterator:
-    for batch in batches:
-        _require_labels(batch)
-        yield batch
-
-
-def _require_labels(batch: Any) -> None:
-    if not isinstance(batch, Mapping):
-        raise DataError(f"batches must be dicts of tensors with a 'labels' entry (got {type(batch).__name__}); "
-                        "for other batches pass loss_fn(model, batch) -> per-example losses")
-    if "labels" not in batch:
-        raise DataError(f"a batch has no 'labels' entry (keys: {', '.join(map(str, batch))}); pass batches with "
-                        "labels (as a transformers Trainer's dataloader yields) or loss_fn(model, batch)")
-
-
-def _warmup_source(batches: Iterable, warmup_batches: Iterable | None) -> Iterator:
-    """The warm-up's batches: `warmup_batches` as given, else `batches` cycled (re-iterated)."""
-    if warmup_batches is not None:
-        return iter(warmup_batches)
-    if isinstance(batches, Iterator):
-        raise ConfigError("the warm-up and the Fisher both read `batches`: pass a re-iterable (a DataLoader, a list), "
-                          "or warmup_batches=, or fisher_at='init'")
-
-    def cycle() -> Iterator:
-        while True:
-            empty = True
-            for batch in batches:
-                empty = False
-                yield batch
-            if empty:
-                return
-
-    return cycle()
-
-
-def _batch_size(batch: Any) -> int:
-    if isinstance(batch, Tensor):
-        return batch.shape[0]
-    values = list(batch.values()) if isinstance(batch, Mapping) else list(batch) if isinstance(batch, (list, tuple)) else []
-    if isinstance(batch, Mapping) and isinstance(batch.get("labels"), Tensor):
-        return batch["labels"].shape[0]
-    for v in values:
-        if isinstance(v, Tensor) and v.dim() > 0:
-            return v.shape[0]
-    raise DataError(f"cannot tell the batch size of a {type(batch).__name__}: it holds no tensor")
-
-
-def _slice(batch: Any, i: int, size: int) -> Any:
-    def cut(v: Any) -> Any:
-        return v[i: i + 1] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v
-
-    if isinstance(batch, Tensor):
-        return cut(batch)
-    if isinstance(batch, Mapping):
-        return {k: cut(v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(cut(v) for v in batch) if type(batch) in (list, tuple) else [cut(v) for v in batch]
-    return batch
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(v.to(device) if isinstance(v, Tensor) else v for v in batch) \
-            if type(batch) in (list, tuple) else batch
-    return batch
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@contextmanager
-def _rng_forked(model: nn.Module) -> Iterator[None]:
-    """The caller's RNG state (CPU, and the model's CUDA device) is back on exit."""
-    device = _device(model)
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-

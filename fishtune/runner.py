@@ -28,7 +28,7 @@ from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
 from .config import comparable_config, comparison_digest, flatten, resolved_runtime, run_dir, validate
 from .data import DEFAULT_GLUE_DIR, Example, load_split
-from .errors import ConfigError, DivergedError, FishtuneError, Terminated
+from .errors import DivergedError, FishtuneError, Terminated
 from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter

@@ -151,7 +151,7 @@ def _warmup_batches(data: Encoded, *, batch_size: int, seed: int, pad_id: int, d
 def _dense_warmup(model: nn.Module, data: Encoded, *, steps: int, batch_size: int, lr: float, seed: int,
                   pad_id: int, device: torch.device, autocast: bool, order: str = "shuffled") -> None:
     """`steps` plain AdamW steps (constant lr) on every trainable parameter; the optimizer is discarded."""
-    from .fishmask import dense_warmup
+    from .mask_stage import dense_warmup
 
     dense_warmup(model, _warmup_batches(data, batch_size=batch_size, seed=seed, pad_id=pad_id, device=device,
                                         order=order),
