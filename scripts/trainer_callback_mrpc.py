@@ -20,6 +20,7 @@ for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-s
     OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/trainer_callback_mrpc.py > /tmp/trainer_callback_mrpc.log 2>&1 &
     .venv/bin/python scripts/trainer_callback_mrpc.py --smoke     # the Trainer side on 64 examples
     .venv/bin/python scripts/trainer_callback_mrpc.py --reuse-trainer   # B from the last result file
+    ... --reuse-trainer --given-mask   # and C: the Trainer with A's own mask (only the loops differ)
 """
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ def fishtune_side() -> dict:
     records = [(path, json.loads(path.read_text())) for path in cells]
     (path, rec), = [(p, r) for p, r in records if r["comparison"]["config"].get("mask.warmup_order") == order]
     assert rec["comparison"]["config"]["train.epochs"] == EPOCHS, rec["comparison"]["config"]
-    return {"record": str(path.relative_to(REPO)), "dev": rec["last"]["dev"], "wall_s_this_call": round(wall, 1),
+    return {"record": str(path.relative_to(REPO)), "mask_file": str(path.parent / "mask.safetensors"),
+            "dev": rec["last"]["dev"], "wall_s_this_call": round(wall, 1),
             "time_s": rec["time_s"], "frozen_changed": rec["frozen_changed"],
             "selected": rec["trainable"]["peft_selected"], "warmup_order": order,
             "by_family": {f: v["selected"] for f, v in rec["mask_stats"]["by_family"].items()}}
 
 
-def trainer_side(out: Path, keep: int | None, smoke: bool = False) -> dict:
+def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Path | None = None) -> dict:
     import torch
     from datasets import Dataset
     from omegaconf import OmegaConf
@@ -95,8 +97,11 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False) -> dict:
         learning_rate=2e-3, lr_scheduler_type="linear", warmup_ratio=0.06, weight_decay=0.0, max_grad_norm=1.0,
         optim="adamw_torch", group_by_length=True, seed=SEED, report_to=[], use_cpu=True, save_strategy="no",
         eval_strategy="no", logging_steps=20, disable_tqdm=True, dataloader_pin_memory=False)
-    callback = FishCallback(keep=keep, keep_ratio=0.5 if keep is None else None, strategy="fish", warmup_steps=2 if smoke else 50,
-                            num_samples=32 if smoke else 1024)
+    if mask_file is not None:   # fishtune run's own mask: only the training loops differ
+        callback = FishCallback(mask=mask_file)
+    else:
+        callback = FishCallback(keep=keep, keep_ratio=0.5 if keep is None else None, strategy="fish",
+                                warmup_steps=2 if smoke else 50, num_samples=32 if smoke else 1024)
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer, callbacks=[callback])
@@ -113,7 +118,7 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False) -> dict:
     torch.save(mask.mask, out / "mask.pt")
     return {"dev": dev_metrics, "wall_s": round(time.perf_counter() - start, 1),
             "time_s": {"train_incl_mask": round(train_s, 1), "eval": round(eval_s, 1),
-                       "fisher": mask.info["fisher_time_s"], "fisher_warmup": mask.info["warmup_time_s"]},
+                       "fisher": mask.info.get("fisher_time_s"), "fisher_warmup": mask.info.get("warmup_time_s")},
             "audit": callback.audit, "frozen_changed_recount": moved_frozen, "selected": mask.selected,
             "by_family": {f: v["selected"] for f, v in mask.stats["by_family"].items()}, "mask_info": mask.info}
 
@@ -126,14 +131,21 @@ def main() -> None:
     print("== A: fishtune run (the methods_mrpc LoRA-FISH cell) ==", flush=True)
     a = fishtune_side()
     print(json.dumps(a, indent=1), flush=True)
+    previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
     print("== B: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
     if "--reuse-trainer" in sys.argv:   # B from the last result file (its run does not depend on A's record)
-        b = json.loads(OUT.read_text())["trainer_callback"]
+        b = previous["trainer_callback"]
         assert b["selected"] == a["selected"], (b["selected"], a["selected"])
     else:
         with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
             b = trainer_side(Path(tmp), keep=a["selected"])
     print(json.dumps(b, indent=1), flush=True)
+    c = previous.get("trainer_callback_given_mask") if "--reuse-trainer" in sys.argv else None
+    if "--given-mask" in sys.argv:   # C: the Trainer with A's mask, FishCallback(mask=...)
+        print("== C: transformers Trainer + FishCallback(mask=<A's mask.safetensors>) ==", flush=True)
+        with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
+            c = trainer_side(Path(tmp), keep=None, mask_file=Path(a["mask_file"]))
+        print(json.dumps(c, indent=1), flush=True)
     import torch
     import transformers
 
@@ -143,12 +155,16 @@ def main() -> None:
               "transformers": transformers.__version__, "git": AT_IMPORT,
               "fishtune_run": a, "trainer_callback": b,
               "difference": {k: round(b["dev"][k] - a["dev"][k], 4) for k in ("accuracy", "f1", "score")}}
+    if c is not None:
+        result["trainer_callback_given_mask"] = c
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = OUT.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(result, indent=1) + "\n")
     tmp_out.replace(OUT)
     print(f"\n{result['what']} -> {OUT.relative_to(REPO)}")
-    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b)):
+    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b), ("Trainer, fishtune's mask", c)):
+        if r is None:
+            continue
         d = r["dev"]
         print(f"  {name:24s} acc {d['accuracy']:.2f}  F1 {d['f1']:.2f}  score {d['score']:.2f}")
 
