@@ -343,16 +343,26 @@ def test_a_report_is_byte_identical_when_regenerated(tmp_path: Path) -> None:
 FIGURES_MATPLOTLIB = "3.11.2"
 
 
-def test_the_committed_tables_regenerate_byte_for_byte(tmp_path: Path) -> None:
+STUDIES = sorted(p.name for p in (REPO / "results" / "study").iterdir()
+                 if p.is_dir() and (REPO / "results" / "tables" / p.name).is_dir())
+
+
+def test_every_committed_study_has_its_tables() -> None:
+    assert "minilm-l6" in STUDIES and len(STUDIES) == len(list((REPO / "results" / "study").iterdir()))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_committed_tables_regenerate_byte_for_byte(study: str, tmp_path: Path) -> None:
+    """results/tables/<study> == `fishtune report --runs results/study/<study>`, file for file."""
     import matplotlib
 
-    committed = REPO / "results" / "tables" / "minilm-l6"
-    out = tmp_path / "minilm-l6"
-    assert report_main(["--runs", str(REPO / "results" / "study" / "minilm-l6"), "--out", str(out)]) == 0
+    committed = REPO / "results" / "tables" / study
+    out = tmp_path / study
+    assert report_main(["--runs", str(REPO / "results" / "study" / study), "--out", str(out)]) == 0
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(p.name for p in committed.iterdir())
     texts = [f for f in files if not f.endswith((".png", ".pdf"))]
     figures = [f for f in files if f.endswith((".png", ".pdf"))] if matplotlib.__version__ == FIGURES_MATPLOTLIB else []
     _, mismatch, errors = filecmp.cmpfiles(committed, out, texts + figures, shallow=False)
-    assert not mismatch and not errors, f"regenerate with `fishtune report --runs results/study/minilm-l6 " \
-                                        f"--out results/tables/minilm-l6`: {mismatch}"
+    assert not mismatch and not errors, f"regenerate with `fishtune report --runs results/study/{study} " \
+                                        f"--out results/tables/{study}`: {mismatch}"
