@@ -21,6 +21,7 @@ for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-s
     .venv/bin/python scripts/trainer_callback_mrpc.py --smoke     # the Trainer side on 64 examples
     .venv/bin/python scripts/trainer_callback_mrpc.py --reuse-trainer   # B from the last result file
     ... --reuse-trainer --given-mask   # and C: the Trainer with A's own mask (only the loops differ)
+    ... --reuse-trainer --vanilla      # and D: the Trainer with vanilla LoRA r=8 (the control)
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def fishtune_side() -> dict:
             "by_family": {f: v["selected"] for f, v in rec["mask_stats"]["by_family"].items()}}
 
 
-def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Path | None = None) -> dict:
+def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Path | None = None,
+                 vanilla: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from omegaconf import OmegaConf
@@ -82,7 +84,8 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
     model_cfg = OmegaConf.load(REPO / "configs" / "model" / "minilm-l6.yaml")
     loaded = load_model(model_cfg, task, seed=SEED)
     tokenizer = loaded.tokenizer
-    model = get_peft_model(loaded.model, LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, lora_dropout=0.1,
+    r = 8 if vanilla else 16   # vanilla: the control, LoRA r=8 without a mask (fishtune's lora-r8 / none cell)
+    model = get_peft_model(loaded.model, LoraConfig(task_type="SEQ_CLS", r=r, lora_alpha=2 * r, lora_dropout=0.1,
                                                     target_modules=["query", "value"]))
 
     def dataset(split: str) -> Dataset:
@@ -97,14 +100,16 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
         learning_rate=2e-3, lr_scheduler_type="linear", warmup_ratio=0.06, weight_decay=0.0, max_grad_norm=1.0,
         optim="adamw_torch", group_by_length=True, seed=SEED, report_to=[], use_cpu=True, save_strategy="no",
         eval_strategy="no", logging_steps=20, disable_tqdm=True, dataloader_pin_memory=False)
-    if mask_file is not None:   # fishtune run's own mask: only the training loops differ
+    if vanilla:
+        callback = None
+    elif mask_file is not None:   # fishtune run's own mask: only the training loops differ
         callback = FishCallback(mask=mask_file)
     else:
         callback = FishCallback(keep=keep, keep_ratio=0.5 if keep is None else None, strategy="fish",
                                 warmup_steps=2 if smoke else 50, num_samples=32 if smoke else 1024)
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
-                      processing_class=tokenizer, callbacks=[callback])
+                      processing_class=tokenizer, callbacks=[callback] if callback else [])
     t_train = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - t_train
@@ -112,6 +117,10 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
     pred = trainer.predict(dev)
     eval_s = time.perf_counter() - t_eval
     dev_metrics = compute_metrics(task, {"dev": (pred.predictions, pred.label_ids)})
+    if callback is None:
+        return {"dev": dev_metrics, "wall_s": round(time.perf_counter() - start, 1),
+                "time_s": {"train": round(train_s, 1), "eval": round(eval_s, 1)},
+                "trainable": sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)}
     mask = callback.mask
     params = dict(model.named_parameters())
     moved_frozen = sum(int((params[n] != initial[n])[~m].sum()) for n, m in mask.mask.items())
@@ -146,6 +155,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
             c = trainer_side(Path(tmp), keep=None, mask_file=Path(a["mask_file"]))
         print(json.dumps(c, indent=1), flush=True)
+    v = previous.get("trainer_vanilla") if "--reuse-trainer" in sys.argv else None
+    if "--vanilla" in sys.argv:   # D: the control, the Trainer with vanilla LoRA r=8 (no callback)
+        print("== D: transformers Trainer + PEFT LoRA r=8, no mask (control) ==", flush=True)
+        with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
+            v = trainer_side(Path(tmp), keep=None, vanilla=True)
+        print(json.dumps(v, indent=1), flush=True)
     import torch
     import transformers
 
@@ -157,12 +172,19 @@ def main() -> None:
               "difference": {k: round(b["dev"][k] - a["dev"][k], 4) for k in ("accuracy", "f1", "score")}}
     if c is not None:
         result["trainer_callback_given_mask"] = c
+    if v is not None:
+        vanilla_cell = REPO / "results" / "runs" / "mrpc" / "minilm-l6" / "lora-r8" / "none"
+        (rec_path,) = vanilla_cell.glob(f"seed{SEED}-*/results.json")
+        result["trainer_vanilla"] = v
+        result["fishtune_vanilla"] = {"record": str(rec_path.relative_to(REPO)),
+                                      "dev": json.loads(rec_path.read_text())["last"]["dev"]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = OUT.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(result, indent=1) + "\n")
     tmp_out.replace(OUT)
     print(f"\n{result['what']} -> {OUT.relative_to(REPO)}")
-    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b), ("Trainer, fishtune's mask", c)):
+    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b), ("Trainer, fishtune's mask", c),
+                    ("fishtune run, LoRA r=8", result.get("fishtune_vanilla")), ("Trainer, LoRA r=8", v)):
         if r is None:
             continue
         d = r["dev"]
