@@ -22,6 +22,7 @@ for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-s
     .venv/bin/python scripts/trainer_callback_mrpc.py --reuse-trainer   # B from the last result file
     ... --reuse-trainer --given-mask   # and C: the Trainer with A's own mask (only the loops differ)
     ... --reuse-trainer --vanilla      # and D: the Trainer with vanilla LoRA r=8 (the control)
+    ... --seed 2                       # A and B for seed 2 (results/api/trainer-callback-mrpc-seed2.json)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-SEED = 1
+SEED = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1   # --seed N: another seed
 EPOCHS = 3
 OUT = REPO / "results" / "api" / f"trainer-callback-mrpc-seed{SEED}.json"
 
