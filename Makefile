@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fishtune-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 SEEDS  ?= 1,2,3
+TEST_JOBS ?= 2
 # reproduce-cpu: its own runs folder (runs_root is not part of a config), two single-thread cells at a
 # time (hydra/launcher=parallel: joblib, from the `cluster` extra that `make install` includes);
 # LAUNCHER= runs the cells one after the other in this process.
@@ -38,8 +39,8 @@ $(STAMP): pyproject.toml
 run: install  ## the main job: MiniLM-L6 + LoRA on MRPC (shipped model and data; ~5 min on 2 cores)
 	$(OFFLINE) $(BIN)/fishtune run
 
-test: install  ## the default test suite (fast; no network, no GPU)
-	$(OFFLINE) $(BIN)/python -m pytest
+test: install  ## the default test suite (fast; no network, no GPU; TEST_JOBS pytest-xdist workers)
+	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_JOBS)
 
 test-slow: install  ## the slow tests (real MiniLM)
 	$(OFFLINE) $(BIN)/python -m pytest -m slow
