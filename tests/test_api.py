@@ -361,3 +361,60 @@ def test_trainer_resume_reuses_the_saved_mask(tmp_path: Path) -> None:
     assert again.audit["frozen_changed"] == 0 and again.mask.info == first.mask.info
     assert all(torch.equal(first.mask.mask[n], again.mask.mask[n]) for n in first.mask.mask)
     assert all(torch.equal(uninterrupted[n], resumed[n]) for n in uninterrupted)
+
+
+def test_trainer_with_fishcallback_equals_a_reference_masking_callback(tmp_path: Path) -> None:
+    """Inside transformers' Trainer, `FishCallback(mask=...)` trains exactly as the plainest masking
+    one could write (zero the frozen gradients before the step, put the frozen entries back after
+    it): bit-identical parameters after two epochs of length-grouped batches with dropout. Clipping
+    is off, because the two differ there by design (the hooks mask before the Trainer's clipping)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+    from fishtune import FishCallback, FishMask
+    from fishtune.data import load_split
+    from fishtune.masking import select_mask
+    from fishtune.models import MINILM_PACKAGE, package_model_dir
+    from fishtune.tasks import get_task
+
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    examples = load_split(get_task("mrpc"), "train", source="local", data_dir=GLUE, max_samples=48, seed=0)
+    encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=64)
+    dataset = Dataset.from_dict({**encoded, "label": [e.label for e in examples]})
+
+    class Reference(TrainerCallback):
+        def __init__(self, mask):
+            self.mask = mask
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.params = dict(model.named_parameters())
+            self.start = {n: self.params[n].detach().clone() for n in self.mask}
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            for n, m in self.mask.items():
+                self.params[n].grad.mul_(m)
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            with torch.no_grad():
+                for n, m in self.mask.items():
+                    self.params[n].copy_(torch.where(m, self.params[n], self.start[n]))
+
+    scores = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(i))
+              for i, (n, p) in enumerate(_lora(_bert(vocab=tokenizer.vocab_size), r=8).named_parameters())
+              if "lora_" in n}
+    mask = select_mask(scores, keep=sum(s.numel() for s in scores.values()) // 2, strategy="fish")
+
+    def train(callback) -> dict[str, torch.Tensor]:
+        model = _lora(_bert(vocab=tokenizer.vocab_size), r=8)
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=2,
+                                 learning_rate=1e-2, weight_decay=0.1, max_grad_norm=None, group_by_length=True,
+                                 report_to=[], use_cpu=True, save_strategy="no", seed=1, disable_tqdm=True)
+        Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer),
+                callbacks=[callback]).train()
+        return _snapshot(model)
+
+    initial = _snapshot(_lora(_bert(vocab=tokenizer.vocab_size), r=8))
+    ours, reference = train(FishCallback(mask=FishMask(mask), save=False)), train(Reference(mask))
+    assert all(torch.equal(ours[n], reference[n]) for n in ours)
+    moved = sum(int((ours[n] != initial[n])[mask[n]].sum()) for n in mask)
+    assert moved > 0.9 * sum(int(m.sum()) for m in mask.values())   # the selected entries did train
