@@ -78,8 +78,16 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(k.get("live", False), bool), f"mask.live must be true or false, got {k.get('live')!r}")
     _check(not (k.get("live") and k.scope != "global"), "mask.live=true needs mask.scope=global")
     _check(k.warmup_steps >= 0, f"mask.warmup_steps must be >= 0, got {k.warmup_steps}")
-    _check(k.get("warmup_order", "shuffled") in ("shuffled", "length_grouped"),
-           f"mask.warmup_order must be shuffled or length_grouped, got {k.get('warmup_order')!r}")
+    _check(warmup_order(k) in WARMUP_ORDERS,
+           f"mask.warmup_order must be {' or '.join(WARMUP_ORDERS)}, got {k.get('warmup_order')!r}")
+
+
+WARMUP_ORDERS = ("shuffled", "length_grouped")   # mask.warmup_order (fishtune.selection._warmup_batches)
+
+
+def warmup_order(mask_cfg: DictConfig) -> str:
+    """`mask.warmup_order` (shuffled when a config predates the key)."""
+    return str(mask_cfg.get("warmup_order", WARMUP_ORDERS[0]))
 
 
 def _check(ok: bool, message: str) -> None:

@@ -45,7 +45,6 @@ class EntryMask:
         if unknown:
             raise ConfigError(f"the mask names parameters the model does not have, e.g. {unknown[0]!r} "
                               f"({len(unknown)} in all); was it built on another model?")
-        self.names: list[str] = []
         self.params: list[Tensor] = []
         self.keep: list[Tensor] = []
         self.frozen_values: list[Tensor] = []
@@ -63,7 +62,6 @@ class EntryMask:
                     self.frozen_tensors[name] = p.detach().to("cpu", copy=True)
             elif not bool(m.all()):
                 keep = m.to(p.dtype)
-                self.names.append(name)
                 self.params.append(p)
                 self.keep.append(keep)
                 self.frozen_values.append(p.detach() * (1 - keep))

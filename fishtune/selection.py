@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from .batching import Encoded, iterate, train_order
+from .config import WARMUP_ORDERS, warmup_order
 from .errors import ConfigError
 from .live import Pair
 
@@ -119,16 +120,8 @@ def _fisher_batches(data: Encoded, mask_cfg: DictConfig, *, seed: int, pad_id: i
     return iterate(data, batches, pad_id=pad_id, multiple=1, device=device)
 
 
-WARMUP_ORDERS = ("shuffled", "length_grouped")
-
-
-def warmup_order(mask_cfg: DictConfig) -> str:
-    """`mask.warmup_order` (shuffled when a config predates the key)."""
-    return str(mask_cfg.get("warmup_order", "shuffled"))
-
-
 def _warmup_batches(data: Encoded, *, batch_size: int, seed: int, pad_id: int, device: torch.device,
-                    order: str = "shuffled") -> Iterator[dict[str, Tensor]]:
+                    order: str = WARMUP_ORDERS[0]) -> Iterator[dict[str, Tensor]]:
     """The warm-up's batches, endless: epochs -2, -3, ... of `train_order` (a pure function of the seed).
 
     `shuffled` (the default): plain shuffled batches, padded to their longest example, as SGD draws
@@ -146,13 +139,3 @@ def _warmup_batches(data: Encoded, *, batch_size: int, seed: int, pad_id: int, d
         batches = train_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch, group_by_length=grouped)
         yield from iterate(data, batches, pad_id=pad_id, multiple=8 if grouped else 1, device=device)
         epoch -= 1
-
-
-def _dense_warmup(model: nn.Module, data: Encoded, *, steps: int, batch_size: int, lr: float, seed: int,
-                  pad_id: int, device: torch.device, autocast: bool, order: str = "shuffled") -> None:
-    """`steps` plain AdamW steps (constant lr) on every trainable parameter; the optimizer is discarded."""
-    from .mask_stage import dense_warmup
-
-    dense_warmup(model, _warmup_batches(data, batch_size=batch_size, seed=seed, pad_id=pad_id, device=device,
-                                        order=order),
-                 steps=steps, lr=lr, autocast=autocast)

@@ -67,6 +67,7 @@ def test_every_seed_is_scored_on_the_same_dev_subset() -> None:
 def test_warmup_batch_orders(monkeypatch) -> None:
     import fishtune.selection as selection
     from fishtune.batching import encode
+    from fishtune.mask_stage import dense_warmup
     from fishtune.data import load_split
     from fishtune.models import MINILM_PACKAGE, package_model_dir
     from fishtune.tasks import get_task
@@ -91,8 +92,9 @@ def test_warmup_batch_orders(monkeypatch) -> None:
     density = {}
     for order in ("length_grouped", "shuffled"):
         widths.clear(), tokens.clear()
-        selection._dense_warmup(model, data, steps=40, batch_size=32, lr=1e-3, seed=1, pad_id=0,
-                                device=torch.device("cpu"), autocast=False, order=order)
+        batches = selection._warmup_batches(data, batch_size=32, seed=1, pad_id=0, device=torch.device("cpu"),
+                                            order=order)
+        dense_warmup(model, batches, steps=40, lr=1e-3)
         assert len(widths) == 40
         density[order] = sum(tokens) / sum(widths)
     # Real tokens / padded positions over 40 batches of SST-2: 0.77 length-grouped (rounded up to 8),
