@@ -23,6 +23,16 @@ for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-s
     ... --reuse-trainer --given-mask   # and C: the Trainer with A's own mask (only the loops differ)
     ... --reuse-trainer --vanilla      # and D: the Trainer with vanilla LoRA r=8 (the control)
     ... --seed 2                       # A and B for seed 2 (results/api/trainer-callback-mrpc-seed2.json)
+    ... --reuse-trainer --order fishtune   # and E: B with fishtune's batch order and lr schedule
+    ... --reuse-trainer --order shuffled   # and F: B with the Trainer's plain shuffle (group_by_length=False)
+
+Batch order (`--order`): `hf_grouped` (B's default) is the Trainer's `group_by_length=True`, its
+LengthGroupedSampler: mega-batches of 50 batches, each sorted longest first, batches taken in that
+order (so every epoch runs long -> short three times on MRPC). `fishtune` is fishtune's own
+`batching.train_order` (the same mega-batches, but the batch order shuffled), fed through a batch
+sampler, with fishtune's `train.linear_schedule` (its first step at lr/w, the Trainer's at 0):
+what differs from A is then only the mask's Fisher sample and warm-up batches and the dropout stream.
+`shuffled` is the Trainer's plain random sampler.
 """
 
 from __future__ import annotations
@@ -42,6 +52,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 SEED = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1   # --seed N: another seed
 EPOCHS = 3
+ORDERS = ("hf_grouped", "fishtune", "shuffled")
+ORDER = sys.argv[sys.argv.index("--order") + 1] if "--order" in sys.argv else "hf_grouped"
+assert ORDER in ORDERS, f"--order must be one of {ORDERS}"
+RESULT_KEY = {"hf_grouped": "trainer_callback", "fishtune": "trainer_callback_fishtune_order",
+              "shuffled": "trainer_callback_shuffled"}
 OUT = REPO / "results" / "api" / f"trainer-callback-mrpc-seed{SEED}.json"
 
 
@@ -66,8 +81,44 @@ def fishtune_side() -> dict:
             "by_family": {f: v["selected"] for f, v in rec["mask_stats"]["by_family"].items()}}
 
 
+def fishtune_ordered_trainer(trainer_cls, lengths: list[int], *, batch_size: int, seed: int):
+    """A Trainer subclass that trains on fishtune's batches (`train_order`) with fishtune's schedule."""
+    from torch.utils.data import DataLoader
+
+    from fishtune.batching import train_order
+    from fishtune.train import linear_schedule
+
+    class FishtuneBatches:
+        """fishtune's epoch of batches; accelerate's loader calls set_epoch before each epoch."""
+
+        def __init__(self) -> None:
+            self.epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            return iter(train_order(lengths, batch_size=batch_size, seed=seed, epoch=self.epoch, group_by_length=True))
+
+        def __len__(self) -> int:
+            return -(-len(lengths) // batch_size)
+
+    class OrderedTrainer(trainer_cls):
+        def get_train_dataloader(self):
+            loader = DataLoader(self.train_dataset, batch_sampler=FishtuneBatches(), collate_fn=self.data_collator)
+            return self.accelerator.prepare(loader)
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = linear_schedule(optimizer or self.optimizer, total_steps=num_training_steps,
+                                                    warmup_steps=round(self.args.warmup_ratio * num_training_steps))
+            return self.lr_scheduler
+
+    return OrderedTrainer
+
+
 def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Path | None = None,
-                 vanilla: bool = False) -> dict:
+                 vanilla: bool = False, order: str = "hf_grouped") -> dict:
     import torch
     from datasets import Dataset
     from omegaconf import OmegaConf
@@ -99,7 +150,7 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
     args = TrainingArguments(
         output_dir=str(out), num_train_epochs=1 if smoke else EPOCHS, per_device_train_batch_size=32, per_device_eval_batch_size=128,
         learning_rate=2e-3, lr_scheduler_type="linear", warmup_ratio=0.06, weight_decay=0.0, max_grad_norm=1.0,
-        optim="adamw_torch", group_by_length=True, seed=SEED, report_to=[], use_cpu=True, save_strategy="no",
+        optim="adamw_torch", group_by_length=order == "hf_grouped", seed=SEED, report_to=[], use_cpu=True, save_strategy="no",
         eval_strategy="no", logging_steps=20, disable_tqdm=True, dataloader_pin_memory=False)
     if vanilla:
         callback = None
@@ -109,8 +160,12 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
         callback = FishCallback(keep=keep, keep_ratio=0.5 if keep is None else None, strategy="fish",
                                 warmup_steps=2 if smoke else 50, num_samples=32 if smoke else 1024)
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
-                      processing_class=tokenizer, callbacks=[callback] if callback else [])
+    trainer_cls = Trainer
+    if order == "fishtune":
+        trainer_cls = fishtune_ordered_trainer(Trainer, [len(ids) for ids in train["input_ids"]], batch_size=32, seed=SEED)
+    trainer = trainer_cls(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                          data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                          callbacks=[callback] if callback else [])
     t_train = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - t_train
@@ -136,7 +191,7 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
 def main() -> None:
     if "--smoke" in sys.argv:   # the Trainer side on 64 examples: checks the script, measures nothing
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(trainer_side(Path(tmp), keep=None, smoke=True), indent=1))
+            print(json.dumps(trainer_side(Path(tmp), keep=None, smoke=True, order=ORDER), indent=1))
         return
     print("== A: fishtune run (the methods_mrpc LoRA-FISH cell) ==", flush=True)
     a = fishtune_side()
@@ -150,6 +205,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
             b = trainer_side(Path(tmp), keep=a["selected"])
     print(json.dumps(b, indent=1), flush=True)
+    ordered = {key: previous[key] for key in RESULT_KEY.values() if key in previous and key != "trainer_callback"} \
+        if "--reuse-trainer" in sys.argv else {}
+    if ORDER != "hf_grouped":   # E / F: B again with another batch order
+        print(f"== B, order {ORDER}: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
+        with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
+            ordered[RESULT_KEY[ORDER]] = trainer_side(Path(tmp), keep=a["selected"], order=ORDER)
+        print(json.dumps(ordered[RESULT_KEY[ORDER]], indent=1), flush=True)
     c = previous.get("trainer_callback_given_mask") if "--reuse-trainer" in sys.argv else None
     if "--given-mask" in sys.argv:   # C: the Trainer with A's mask, FishCallback(mask=...)
         print("== C: transformers Trainer + FishCallback(mask=<A's mask.safetensors>) ==", flush=True)
@@ -171,6 +233,10 @@ def main() -> None:
               "transformers": transformers.__version__, "git": AT_IMPORT,
               "fishtune_run": a, "trainer_callback": b,
               "difference": {k: round(b["dev"][k] - a["dev"][k], 4) for k in ("accuracy", "f1", "score")}}
+    # A second process may have written its own order's result since this one started: keep it.
+    latest = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    ordered = {**{k: latest[k] for k in RESULT_KEY.values() if k in latest and k != "trainer_callback"}, **ordered}
+    result.update(ordered)
     if c is not None:
         result["trainer_callback_given_mask"] = c
     if v is not None:
@@ -184,7 +250,9 @@ def main() -> None:
     tmp_out.write_text(json.dumps(result, indent=1) + "\n")
     tmp_out.replace(OUT)
     print(f"\n{result['what']} -> {OUT.relative_to(REPO)}")
-    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b), ("Trainer, fishtune's mask", c),
+    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b),
+                    ("  ... fishtune's order", ordered.get("trainer_callback_fishtune_order")),
+                    ("  ... plain shuffle", ordered.get("trainer_callback_shuffled")), ("Trainer, fishtune's mask", c),
                     ("fishtune run, LoRA r=8", result.get("fishtune_vanilla")), ("Trainer, LoRA r=8", v)):
         if r is None:
             continue
