@@ -338,6 +338,24 @@ def test_a_report_is_byte_identical_when_regenerated(tmp_path: Path) -> None:
     assert not mismatch and not errors, mismatch
 
 
+def test_a_rerun_into_the_same_folder_drops_figures_no_longer_made(tmp_path: Path) -> None:
+    runs, out, fresh = tmp_path / "runs", tmp_path / "out", tmp_path / "fresh"
+    _fixture(runs)
+    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert any(p.name.startswith("ablation_") for p in out.iterdir())
+    (out / "my_notes.md").write_text("mine")        # not the report's: never touched
+    (out / "my_plot.png").write_bytes(b"mine")
+    for folder in runs.glob("mrpc/minilm-l6/lora-r16/fish/warm*"):   # the only ablation: one key varying
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert report_main(["--runs", str(runs), "--out", str(fresh)]) == 0
+    assert not any(p.name.startswith("ablation_") for p in out.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in fresh.iterdir()] + ["my_notes.md", "my_plot.png"])
+    assert (out / "my_plot.png").read_bytes() == b"mine"
+
+
 # The committed tables and figures were made with this matplotlib: other versions may render pixels
 # differently, so the figures are compared byte for byte only under it (the text files always are).
 FIGURES_MATPLOTLIB = "3.11.2"

@@ -4,7 +4,10 @@ Outputs (in --out): table1 (methods × GLUE metrics), table3 (contrastive study 
 (cost), table6 (one task across models, --table6-task), paired (FISH − vanilla/random/reverse over
 matched seeds, 95% t CI), mask_share.csv, mask_anatomy.csv, ablation.csv, runs_status (every record
 and its status), tables.md (all tables), and the figures convergence_*, mask_anatomy_*, ablation_*.
-The same records always give byte-identical files.
+The same records always give byte-identical files, and rerunning into the same --out leaves exactly
+the files a fresh folder would get: a figure whose config or task is gone from the records is deleted
+(only the report's own convergence_/mask_anatomy_/ablation_ PNG and PDF files; --no-figures touches no
+figure). The table files have fixed names and are always rewritten.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from .ablation import ablation_figures, ablation_table
 from .anatomy import anatomy_figures, anatomy_table
 from .cells import CELL_NOTE, with_labels
 from .cost import cost_table
-from .figures import convergence_figures
+from .figures import convergence_figures, remove_stale_figures
 from .pairs import __doc__ as PAIRS_DOC
 from .pairs import paired_differences
 from .records import scan_records
 from .render import to_markdown, write_table
 from .status import status_tables
 from .tables import mask_share_table, table1, table3, table6
+
+log = logging.getLogger("fishtune.report")
 
 BUDGET_NOTE = ("trainable: method entries the optimizer updates (selected + dense group; the task head, the same "
                "in every row of a model, is not counted); backbone_pct: trainable / the pre-trained model's "
@@ -102,6 +107,8 @@ def main(argv: list[str]) -> int:
     if not args.no_figures:
         figures = (convergence_figures(runs, out) + anatomy_figures(anatomy, out)
                    + ablation_figures(ablations, out))
+        for path in remove_stale_figures(out, figures):
+            log.info("removed %s (no longer made from these records)", path)
     print((out / "table1.md").read_text(encoding="utf-8"))
     print(f"{len(runs)} complete runs ({len(listing)} records) -> {out}/: table1, table3, table5, table6, paired "
           f"(.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, ablation.csv, runs_status.csv/.md, tables.md, "

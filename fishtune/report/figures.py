@@ -51,6 +51,20 @@ def save(fig, stem: Path) -> list[Path]:
     return [png, pdf]
 
 
+FIGURE_PREFIXES = ("convergence_", "mask_anatomy_", "ablation_")
+
+
+def remove_stale_figures(out: Path, written: list[Path]) -> list[Path]:
+    """Delete the report's figures in `out` that this report did not write (a config or a task no
+    longer in the records): only `<prefix>*.png|pdf` with the report's own prefixes. Returns them."""
+    keep = {p.resolve() for p in written}
+    stale = sorted(p for p in out.iterdir() if p.name.startswith(FIGURE_PREFIXES) and p.suffix in (".png", ".pdf")
+                   and p.resolve() not in keep) if out.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def slug(text: str) -> str:
     """A file-name-safe form of a label."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
