@@ -19,12 +19,16 @@ for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-s
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/trainer_callback_mrpc.py > /tmp/trainer_callback_mrpc.log 2>&1 &
     .venv/bin/python scripts/trainer_callback_mrpc.py --smoke     # the Trainer side on 64 examples
-    .venv/bin/python scripts/trainer_callback_mrpc.py --reuse-trainer   # B from the last result file
+    .venv/bin/python scripts/trainer_callback_mrpc.py --reuse-trainer   # A only (B kept from the result file)
     ... --reuse-trainer --given-mask   # and C: the Trainer with A's own mask (only the loops differ)
     ... --reuse-trainer --vanilla      # and D: the Trainer with vanilla LoRA r=8 (the control)
     ... --seed 2                       # A and B for seed 2 (results/api/trainer-callback-mrpc-seed2.json)
-    ... --reuse-trainer --order fishtune   # and E: B with fishtune's batch order and lr schedule
-    ... --reuse-trainer --order shuffled   # and F: B with the Trainer's plain shuffle (group_by_length=False)
+    ... --order fishtune               # E: B with fishtune's batch order and lr schedule
+    ... --order shuffled               # F: B with the Trainer's plain shuffle (group_by_length=False)
+    ... --reuse-trainer --given-mask --order fishtune   # C with fishtune's order (E's loop, A's mask)
+
+Each run is stored under its key (trainer_callback, trainer_callback_given_mask, trainer_vanilla, with
+the suffix _fishtune_order / _shuffled for another order); keys this call did not train are kept.
 
 Batch order (`--order`): `hf_grouped` (B's default) is the Trainer's `group_by_length=True`, its
 LengthGroupedSampler: mega-batches of 50 batches, each sorted longest first, batches taken in that
@@ -55,8 +59,7 @@ EPOCHS = 3
 ORDERS = ("hf_grouped", "fishtune", "shuffled")
 ORDER = sys.argv[sys.argv.index("--order") + 1] if "--order" in sys.argv else "hf_grouped"
 assert ORDER in ORDERS, f"--order must be one of {ORDERS}"
-RESULT_KEY = {"hf_grouped": "trainer_callback", "fishtune": "trainer_callback_fishtune_order",
-              "shuffled": "trainer_callback_shuffled"}
+SUFFIX = {"hf_grouped": "", "fishtune": "_fishtune_order", "shuffled": "_shuffled"}   # of the result keys
 OUT = REPO / "results" / "api" / f"trainer-callback-mrpc-seed{SEED}.json"
 
 
@@ -196,68 +199,52 @@ def main() -> None:
     print("== A: fishtune run (the methods_mrpc LoRA-FISH cell) ==", flush=True)
     a = fishtune_side()
     print(json.dumps(a, indent=1), flush=True)
-    previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    print("== B: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
-    if "--reuse-trainer" in sys.argv:   # B from the last result file (its run does not depend on A's record)
-        b = previous["trainer_callback"]
-        assert b["selected"] == a["selected"], (b["selected"], a["selected"])
-    else:
+    suffix = SUFFIX[ORDER]
+    runs = {}   # what this call trains, each under its result key
+    if "--reuse-trainer" not in sys.argv:   # B (E, F with --order): the callback computes its own mask
+        runs[f"trainer_callback{suffix}"] = dict(keep=a["selected"])
+    if "--given-mask" in sys.argv:          # C: the Trainer with A's mask, FishCallback(mask=...)
+        runs[f"trainer_callback_given_mask{suffix}"] = dict(keep=None, mask_file=Path(a["mask_file"]))
+    if "--vanilla" in sys.argv:             # D: the control, vanilla LoRA r=8 (no callback)
+        runs[f"trainer_vanilla{suffix}"] = dict(keep=None, vanilla=True)
+    done = {}
+    for key, kwargs in runs.items():
+        print(f"== {key} (order {ORDER}) ==", flush=True)
         with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
-            b = trainer_side(Path(tmp), keep=a["selected"])
-    print(json.dumps(b, indent=1), flush=True)
-    ordered = {key: previous[key] for key in RESULT_KEY.values() if key in previous and key != "trainer_callback"} \
-        if "--reuse-trainer" in sys.argv else {}
-    if ORDER != "hf_grouped":   # E / F: B again with another batch order
-        print(f"== B, order {ORDER}: transformers Trainer + PEFT LoRA + FishCallback ==", flush=True)
-        with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
-            ordered[RESULT_KEY[ORDER]] = trainer_side(Path(tmp), keep=a["selected"], order=ORDER)
-        print(json.dumps(ordered[RESULT_KEY[ORDER]], indent=1), flush=True)
-    c = previous.get("trainer_callback_given_mask") if "--reuse-trainer" in sys.argv else None
-    if "--given-mask" in sys.argv:   # C: the Trainer with A's mask, FishCallback(mask=...)
-        print("== C: transformers Trainer + FishCallback(mask=<A's mask.safetensors>) ==", flush=True)
-        with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
-            c = trainer_side(Path(tmp), keep=None, mask_file=Path(a["mask_file"]))
-        print(json.dumps(c, indent=1), flush=True)
-    v = previous.get("trainer_vanilla") if "--reuse-trainer" in sys.argv else None
-    if "--vanilla" in sys.argv:   # D: the control, the Trainer with vanilla LoRA r=8 (no callback)
-        print("== D: transformers Trainer + PEFT LoRA r=8, no mask (control) ==", flush=True)
-        with tempfile.TemporaryDirectory(prefix="fishtune-trainer-mrpc-") as tmp:
-            v = trainer_side(Path(tmp), keep=None, vanilla=True)
-        print(json.dumps(v, indent=1), flush=True)
+            done[key] = trainer_side(Path(tmp), order=ORDER, **kwargs)
+        print(json.dumps(done[key], indent=1), flush=True)
     import torch
     import transformers
 
     from fishtune.provenance import AT_IMPORT
-    result = {"what": f"MiniLM-L6, MRPC full dev, LoRA r=16, FISH at r=8's count, {EPOCHS} epochs, seed {SEED}",
-              "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "torch": torch.__version__,
-              "transformers": transformers.__version__, "git": AT_IMPORT,
-              "fishtune_run": a, "trainer_callback": b,
-              "difference": {k: round(b["dev"][k] - a["dev"][k], 4) for k in ("accuracy", "f1", "score")}}
-    # A second process may have written its own order's result since this one started: keep it.
-    latest = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    ordered = {**{k: latest[k] for k in RESULT_KEY.values() if k in latest and k != "trainer_callback"}, **ordered}
-    result.update(ordered)
-    if c is not None:
-        result["trainer_callback_given_mask"] = c
-    if v is not None:
+    # Read just before writing: another process (another --order) may have added its keys meanwhile.
+    result = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    result.update(done)
+    result.update({"what": f"MiniLM-L6, MRPC full dev, LoRA r=16, FISH at r=8's count, {EPOCHS} epochs, seed {SEED}",
+                   "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "torch": torch.__version__,
+                   "transformers": transformers.__version__, "git": AT_IMPORT, "fishtune_run": a})
+    if "trainer_callback" in result:
+        b = result["trainer_callback"]
+        assert b["selected"] == a["selected"], (b["selected"], a["selected"])
+        result["difference"] = {k: round(b["dev"][k] - a["dev"][k], 4) for k in ("accuracy", "f1", "score")}
+    if any(k.startswith("trainer_vanilla") for k in result):
         vanilla_cell = REPO / "results" / "runs" / "mrpc" / "minilm-l6" / "lora-r8" / "none"
         (rec_path,) = vanilla_cell.glob(f"seed{SEED}-*/results.json")
-        result["trainer_vanilla"] = v
         result["fishtune_vanilla"] = {"record": str(rec_path.relative_to(REPO)),
                                       "dev": json.loads(rec_path.read_text())["last"]["dev"]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = OUT.with_suffix(".json.tmp")
+    tmp_out = OUT.with_suffix(f".json.tmp{os.getpid()}")
     tmp_out.write_text(json.dumps(result, indent=1) + "\n")
     tmp_out.replace(OUT)
     print(f"\n{result['what']} -> {OUT.relative_to(REPO)}")
-    for name, r in (("fishtune run", a), ("Trainer + FishCallback", b),
-                    ("  ... fishtune's order", ordered.get("trainer_callback_fishtune_order")),
-                    ("  ... plain shuffle", ordered.get("trainer_callback_shuffled")), ("Trainer, fishtune's mask", c),
-                    ("fishtune run, LoRA r=8", result.get("fishtune_vanilla")), ("Trainer, LoRA r=8", v)):
-        if r is None:
-            continue
-        d = r["dev"]
-        print(f"  {name:24s} acc {d['accuracy']:.2f}  F1 {d['f1']:.2f}  score {d['score']:.2f}")
+    rows = [("fishtune run", "fishtune_run"), ("fishtune run, LoRA r=8", "fishtune_vanilla")]
+    rows += [(f"Trainer {what}, order {order}", f"{key}{SUFFIX[order]}") for order in ORDERS
+             for what, key in (("+ FishCallback", "trainer_callback"), ("+ fishtune's mask", "trainer_callback_given_mask"),
+                               ("LoRA r=8", "trainer_vanilla"))]
+    for name, key in rows:
+        if key in result:
+            d = result[key]["dev"]
+            print(f"  {name:44s} acc {d['accuracy']:.2f}  F1 {d['f1']:.2f}  score {d['score']:.2f}")
 
 
 if __name__ == "__main__":
