@@ -79,7 +79,7 @@ def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig,
     """Select the `keep` method entries that will train (FISH, reverse or random).
 
     The mask stage of `fishtune run`, through the public API (`FishMask.from_fisher`) with the run's
-    own batches: the warm-up's length-grouped batches and the Fisher's seeded sample of the data.
+    own batches: the warm-up's batches (`mask.warmup_order`) and the Fisher's seeded sample of the data.
     `pairs` are the method's zero-initialised factor pairs (`fishtune.live`): the stats count the
     selected entries that can never move, and `mask.live=true` selects only entries that can.
     """
