@@ -33,9 +33,11 @@ the suffix _fishtune_order / _shuffled for another order); keys this call did no
 Batch order (`--order`): `hf_grouped` (B's default) is the Trainer's `group_by_length=True`, its
 LengthGroupedSampler: mega-batches of 50 batches, each sorted longest first, batches taken in that
 order (so every epoch runs long -> short three times on MRPC). `fishtune` is fishtune's own
-`batching.train_order` (the same mega-batches, but the batch order shuffled), fed through a batch
-sampler, with fishtune's `train.linear_schedule` (its first step at lr/w, the Trainer's at 0):
-what differs from A is then only the mask's Fisher sample and warm-up batches and the dropout stream.
+`batching.train_order` (the same mega-batches, but the batch order shuffled) with fishtune's
+`train.linear_schedule`, through `fishtune.trainer_batches`: there the Trainer's training is
+fishtune's bit for bit (dropout stream included; tests/test_api.py), so with `--given-mask` only the
+evaluation's padding differs from A, and with its own mask only the mask's draw (the callback's
+Fisher sample and warm-up batches).
 `shuffled` is the Trainer's plain random sampler.
 """
 
@@ -84,42 +86,6 @@ def fishtune_side() -> dict:
             "by_family": {f: v["selected"] for f, v in rec["mask_stats"]["by_family"].items()}}
 
 
-def fishtune_ordered_trainer(trainer_cls, lengths: list[int], *, batch_size: int, seed: int):
-    """A Trainer subclass that trains on fishtune's batches (`train_order`) with fishtune's schedule."""
-    from torch.utils.data import DataLoader
-
-    from fishtune.batching import train_order
-    from fishtune.train import linear_schedule
-
-    class FishtuneBatches:
-        """fishtune's epoch of batches; accelerate's loader calls set_epoch before each epoch."""
-
-        def __init__(self) -> None:
-            self.epoch = 0
-
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-
-        def __iter__(self):
-            return iter(train_order(lengths, batch_size=batch_size, seed=seed, epoch=self.epoch, group_by_length=True))
-
-        def __len__(self) -> int:
-            return -(-len(lengths) // batch_size)
-
-    class OrderedTrainer(trainer_cls):
-        def get_train_dataloader(self):
-            loader = DataLoader(self.train_dataset, batch_sampler=FishtuneBatches(), collate_fn=self.data_collator)
-            return self.accelerator.prepare(loader)
-
-        def create_scheduler(self, num_training_steps: int, optimizer=None):
-            if self.lr_scheduler is None:
-                self.lr_scheduler = linear_schedule(optimizer or self.optimizer, total_steps=num_training_steps,
-                                                    warmup_steps=round(self.args.warmup_ratio * num_training_steps))
-            return self.lr_scheduler
-
-    return OrderedTrainer
-
-
 def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Path | None = None,
                  vanilla: bool = False, order: str = "hf_grouped") -> dict:
     import torch
@@ -133,6 +99,7 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
     from fishtune.metrics import compute_metrics
     from fishtune.models import load_model
     from fishtune.tasks import get_task
+    from fishtune.trainer_batches import fishtune_batches_trainer
 
     start = time.perf_counter()
     task = get_task("mrpc")
@@ -165,7 +132,7 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer_cls = Trainer
     if order == "fishtune":
-        trainer_cls = fishtune_ordered_trainer(Trainer, [len(ids) for ids in train["input_ids"]], batch_size=32, seed=SEED)
+        trainer_cls = fishtune_batches_trainer(Trainer, [len(ids) for ids in train["input_ids"]], batch_size=32, seed=SEED)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                           data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
                           callbacks=[callback] if callback else [])

@@ -418,3 +418,59 @@ def test_trainer_with_fishcallback_equals_a_reference_masking_callback(tmp_path:
     assert all(torch.equal(ours[n], reference[n]) for n in ours)
     moved = sum(int((ours[n] != initial[n])[mask[n]].sum()) for n in mask)
     assert moved > 0.9 * sum(int(m.sum()) for m in mask.values())   # the selected entries did train
+
+
+def test_trainer_on_fishtune_batches_trains_exactly_as_fishtune(tmp_path: Path) -> None:
+    """transformers' Trainer with fishtune's batches and schedule (`fishtune.trainer_batches`) and
+    `FishCallback(mask=...)` gives the weights of fishtune's own `Trainer.fit` with the same mask, bit
+    for bit: two epochs of length-grouped MRPC batches, dropout on, clipping at 1.0. So the two loops
+    are one masked training, and a score gap between them is the batch order or the mask's draw."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from fishtune import FishCallback, FishMask
+    from fishtune.batching import encode
+    from fishtune.data import load_split
+    from fishtune.masking import select_mask
+    from fishtune.models import MINILM_PACKAGE, package_model_dir
+    from fishtune.tasks import get_task
+    from fishtune.train import Trainer as FishtuneTrainer
+    from fishtune.trainer_batches import fishtune_batches_trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    examples = load_split(get_task("mrpc"), "train", source="local", data_dir=GLUE, max_samples=48, seed=0)
+    encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=64)
+    dataset = Dataset.from_dict({**encoded, "label": [e.label for e in examples]})
+    data = encode(examples, tokenizer, max_length=64, token_type_ids=True, regression=False)
+    scores = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(i))
+              for i, (n, p) in enumerate(_lora(_bert(vocab=tokenizer.vocab_size), r=8).named_parameters())
+              if "lora_" in n}
+    mask = select_mask(scores, keep=sum(s.numel() for s in scores.values()) // 2, strategy="fish")
+    seed, batch_size, epochs, lr = 1, 8, 2, 1e-2
+
+    model = _lora(_bert(vocab=tokenizer.vocab_size), r=8)
+    cfg = OmegaConf.create(dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.0, warmup_ratio=0.06,
+                                grad_clip=1.0, max_steps=None, group_by_length=True, pad_to_multiple_of=8,
+                                log_every=20, checkpoint_every=None, progress=False))
+    FishtuneTrainer(model, cfg, device=torch.device("cpu"), autocast=False, seed=seed, pad_id=tokenizer.pad_token_id,
+                    evaluate=lambda: {"score": 0.0},
+                    entry_mask=FishMask(mask).bind(model, snapshot=False)).fit(data, resume=False)
+    ours = _snapshot(model)
+
+    model = _lora(_bert(vocab=tokenizer.vocab_size), r=8)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
+                             learning_rate=lr, weight_decay=0.0, warmup_ratio=0.06, max_grad_norm=1.0,
+                             optim="adamw_torch",
+                             report_to=[], use_cpu=True, save_strategy="no", seed=seed, disable_tqdm=True)
+    trainer_cls = fishtune_batches_trainer(Trainer, [len(ids) for ids in encoded["input_ids"]],
+                                           batch_size=batch_size, seed=seed)
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                callbacks=[FishCallback(mask=FishMask(mask), save=False)]).train()
+    theirs = _snapshot(model)
+
+    initial = _snapshot(_lora(_bert(vocab=tokenizer.vocab_size), r=8))
+    assert all(torch.equal(ours[n], theirs[n]) for n in ours)
+    selected = sum(int(m.sum()) for m in mask.values())
+    assert sum(int((ours[n] != initial[n])[mask[n]].sum()) for n in mask) > 0.9 * selected
+    assert _frozen_changed(model, initial, mask) == 0
