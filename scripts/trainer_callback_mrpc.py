@@ -11,11 +11,12 @@ B. transformers' `Trainer` + PEFT LoRA (r=16, alpha 32, dropout 0.1, query/value
    seeded with the run seed) and LoRA applied with `get_peft_model`, so both sides start from the
    same weights.
 
-Dev accuracy/F1 come from `fishtune.metrics` on both sides. What differs by construction: the
-batch order and dropout stream of training (each trainer's own sampler/RNG), the Fisher's sample
-(fishtune: a seeded shuffle of its encoded data; the callback: a seeded DataLoader shuffle over the
-Trainer's dataset) and the warm-up batches; so the two scores agree up to seed-level noise, not bit
-for bit. Both sides and the comparison go to results/api/trainer-callback-mrpc-seed1.json.
+Dev accuracy/F1 come from `fishtune.metrics` on both sides. What differs by construction with the
+default order: the batch order and dropout stream of training (each trainer's own sampler/RNG), the
+Fisher's sample (fishtune: a seeded shuffle of its encoded data; the callback: a seeded DataLoader
+shuffle over the Trainer's dataset) and the warm-up batches; so the two scores agree up to
+seed-level noise, not bit for bit (`--order fishtune` removes all but the mask's draw). Both sides
+go to results/api/trainer-callback-mrpc-seed<N>.json.
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python scripts/trainer_callback_mrpc.py > /tmp/trainer_callback_mrpc.log 2>&1 &
     .venv/bin/python scripts/trainer_callback_mrpc.py --smoke     # the Trainer side on 64 examples
