@@ -5,9 +5,7 @@ summary still counts them, and `make reproduce-cpu` / the snapshot script do wha
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +17,7 @@ from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from conftest import GLUE, REPO, TINY, records
+from conftest import REPO, records
 from fishtune.config import config_digest, validate
 
 EXPERIMENTS = REPO / "configs" / "experiment"
