@@ -59,10 +59,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 SEED = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1   # --seed N: another seed
 EPOCHS = 3
-ORDERS = ("hf_grouped", "fishtune", "shuffled")
+SUFFIX = {"hf_grouped": "", "fishtune": "_fishtune_order", "shuffled": "_shuffled"}   # --order -> its result keys
+ORDERS = tuple(SUFFIX)
 ORDER = sys.argv[sys.argv.index("--order") + 1] if "--order" in sys.argv else "hf_grouped"
 assert ORDER in ORDERS, f"--order must be one of {ORDERS}"
-SUFFIX = {"hf_grouped": "", "fishtune": "_fishtune_order", "shuffled": "_shuffled"}   # of the result keys
 OUT = REPO / "results" / "api" / f"trainer-callback-mrpc-seed{SEED}.json"
 
 
@@ -89,7 +89,6 @@ def fishtune_side() -> dict:
 
 def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Path | None = None,
                  vanilla: bool = False, order: str = "hf_grouped") -> dict:
-    import torch
     from datasets import Dataset
     from omegaconf import OmegaConf
     from peft import LoraConfig, get_peft_model
@@ -151,7 +150,6 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
     mask = callback.mask
     params = dict(model.named_parameters())
     moved_frozen = sum(int((params[n] != initial[n])[~m].sum()) for n, m in mask.mask.items())
-    torch.save(mask.mask, out / "mask.pt")
     return {"dev": dev_metrics, "wall_s": round(time.perf_counter() - start, 1),
             "time_s": {"train_incl_mask": round(train_s, 1), "eval": round(eval_s, 1),
                        "fisher": mask.info.get("fisher_time_s"), "fisher_warmup": mask.info.get("warmup_time_s")},

@@ -72,6 +72,30 @@ def _moved(model, initial, mask) -> int:
     return sum(int((params[n] != initial[n])[mask[n]].sum()) for n in mask)
 
 
+def _mrpc_48():
+    """48 real MRPC training pairs: the MiniLM tokenizer, the examples, their encoding and a `Dataset`."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from fishtune.data import load_split
+    from fishtune.models import MINILM_PACKAGE, package_model_dir
+    from fishtune.tasks import get_task
+
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    examples = load_split(get_task("mrpc"), "train", source="local", data_dir=GLUE, max_samples=48, seed=0)
+    encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=64)
+    return tokenizer, examples, encoded, Dataset.from_dict({**encoded, "label": [e.label for e in examples]})
+
+
+def _half_lora_mask(vocab: int) -> dict[str, torch.Tensor]:
+    """A fixed mask keeping half of the LoRA r=8 entries of `_bert(vocab)` (seeded random scores)."""
+    from fishtune.masking import select_mask
+
+    scores = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(i))
+              for i, (n, p) in enumerate(_lora(_bert(vocab=vocab), r=8).named_parameters()) if "lora_" in n}
+    return select_mask(scores, keep=sum(s.numel() for s in scores.values()) // 2, strategy="fish")
+
+
 # --- the hooks -----------------------------------------------------------------------------------
 
 
@@ -368,19 +392,11 @@ def test_trainer_with_fishcallback_equals_a_reference_masking_callback(tmp_path:
     one could write (zero the frozen gradients before the step, put the frozen entries back after
     it): bit-identical parameters after two epochs of length-grouped batches with dropout. Clipping
     is off, because the two differ there by design (the hooks mask before the Trainer's clipping)."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     from fishtune import FishCallback, FishMask
-    from fishtune.data import load_split
-    from fishtune.masking import select_mask
-    from fishtune.models import MINILM_PACKAGE, package_model_dir
-    from fishtune.tasks import get_task
 
-    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
-    examples = load_split(get_task("mrpc"), "train", source="local", data_dir=GLUE, max_samples=48, seed=0)
-    encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=64)
-    dataset = Dataset.from_dict({**encoded, "label": [e.label for e in examples]})
+    tokenizer, _, _, dataset = _mrpc_48()
 
     class Reference(TrainerCallback):
         def __init__(self, mask):
@@ -399,10 +415,7 @@ def test_trainer_with_fishcallback_equals_a_reference_masking_callback(tmp_path:
                 for n, m in self.mask.items():
                     self.params[n].copy_(torch.where(m, self.params[n], self.start[n]))
 
-    scores = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(i))
-              for i, (n, p) in enumerate(_lora(_bert(vocab=tokenizer.vocab_size), r=8).named_parameters())
-              if "lora_" in n}
-    mask = select_mask(scores, keep=sum(s.numel() for s in scores.values()) // 2, strategy="fish")
+    mask = _half_lora_mask(tokenizer.vocab_size)
 
     def train(callback) -> dict[str, torch.Tensor]:
         model = _lora(_bert(vocab=tokenizer.vocab_size), r=8)
@@ -425,27 +438,16 @@ def test_trainer_on_fishtune_batches_trains_exactly_as_fishtune(tmp_path: Path) 
     `FishCallback(mask=...)` gives the weights of fishtune's own `Trainer.fit` with the same mask, bit
     for bit: two epochs of length-grouped MRPC batches, dropout on, clipping at 1.0. So the two loops
     are one masked training, and a score gap between them is the batch order or the mask's draw."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from fishtune import FishCallback, FishMask
     from fishtune.batching import encode
-    from fishtune.data import load_split
-    from fishtune.masking import select_mask
-    from fishtune.models import MINILM_PACKAGE, package_model_dir
-    from fishtune.tasks import get_task
     from fishtune.train import Trainer as FishtuneTrainer
     from fishtune.trainer_batches import fishtune_batches_trainer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
-    examples = load_split(get_task("mrpc"), "train", source="local", data_dir=GLUE, max_samples=48, seed=0)
-    encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True, max_length=64)
-    dataset = Dataset.from_dict({**encoded, "label": [e.label for e in examples]})
+    tokenizer, examples, encoded, dataset = _mrpc_48()
     data = encode(examples, tokenizer, max_length=64, token_type_ids=True, regression=False)
-    scores = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(i))
-              for i, (n, p) in enumerate(_lora(_bert(vocab=tokenizer.vocab_size), r=8).named_parameters())
-              if "lora_" in n}
-    mask = select_mask(scores, keep=sum(s.numel() for s in scores.values()) // 2, strategy="fish")
+    mask = _half_lora_mask(tokenizer.vocab_size)
     seed, batch_size, epochs, lr = 1, 8, 2, 1e-2
 
     model = _lora(_bert(vocab=tokenizer.vocab_size), r=8)
