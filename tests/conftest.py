@@ -7,10 +7,17 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread per process: `make test` runs TEST_JOBS pytest-xdist workers (and some tests start
+# fishtune processes), so torch's default of one thread per core would oversubscribe the cores; the
+# models under test are tiny, and spinning threads cost more than they give (~10x on a busy machine).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 GLUE = REPO / "data" / "glue"
