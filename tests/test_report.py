@@ -200,6 +200,24 @@ def test_cost_table_counts_are_integers_and_totals_never_below_their_parts(tmp_p
     assert "| config | task | device | runs |" in (out / "table5.md").read_text()
 
 
+def test_cost_table_shows_the_dense_group_and_the_count_at_inference(tmp_path: Path) -> None:
+    """trainable = selected + dense; `at inference` only where a method folds something away."""
+    runs = tmp_path / "runs"
+    _record(runs, task="rte", mask="fish", seed=1, score=70.0, method_tag="prefix-p60",
+            extra={"trainable": {"peft_total": 500, "peft_selected": 100, "dense": 24, "inference": 30,
+                                 "head": 10, "backbone": 20000}})
+    _record(runs, task="rte", mask="none", seed=1, score=70.0)
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    cost = pd.read_csv(out / "table5.csv", index_col=0)
+    prefix, lora = cost.loc["minilm-l6 / prefix-p60 / fish"], cost.loc["minilm-l6 / lora-r16 / none"]
+    assert (prefix["trainable"], prefix["dense"], prefix["inference"], prefix["peft_total"]) == (124, 24, 30, 500)
+    assert (lora["trainable"], lora["dense"]) == (100, 0) and pd.isna(lora["inference"])
+    shown = (out / "table5.md").read_text()
+    assert "| trainable | of which dense | at inference | candidates |" in shown
+    assert "| 124 | 24 | 30 | 500 |" in shown and "| 100 | 0 | – | 200 |" in shown
+
+
 def _contrastive(runs: Path, scores: dict[str, list[float]], tasks=("mrpc", "rte"), **kw) -> None:
     """Vanilla r=8 and FISH / random / reverse inside r=16 at the same count (100 entries)."""
     for mask, values in scores.items():

@@ -9,6 +9,8 @@ from .cells import budget, row_meta
 COLUMNS = {  # csv column -> display title
     "runs": "runs",
     "trainable": "trainable",
+    "dense": "of which dense",
+    "inference": "at inference",
     "peft_total": "candidates",
     "time_fisher_warmup_s": "warm-up s",
     "time_fisher_s": "Fisher s",
@@ -21,7 +23,10 @@ COLUMNS = {  # csv column -> display title
 
 
 def cost_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(csv, shown). Times are means over seeds in seconds (warm-up and Fisher: the mask stage;
+    """(csv, shown). Counts: trainable = what the optimizer updates (selected + dense group), of which
+    dense = the declared dense group (e.g. UniPELT's gates with `dense_gates`), at inference = the
+    method's entries once training-only parts are folded away (prefix tuning's MLP; –: nothing to
+    fold), candidates = the mask's candidates. Times are means over seeds in seconds (warm-up and Fisher: the mask stage;
     train s/epoch: the training loop's time divided by the epochs); peak memory: host RSS and the
     peak CUDA allocation of the run; mask storage: what the mask costs during training
     (`mask_storage_bytes`). A total below the sum of its parts (records made before resumed sessions
@@ -39,7 +44,8 @@ def cost_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     keys = ["config", "task", "device"]
     grouped = r.groupby(keys, sort=True)
     table = grouped[["runs"]].sum()
-    table[["trainable", "peft_total"]] = grouped[["trainable", "peft_total"]].first().astype("Int64")
+    counts = ["trainable", "dense", "inference", "peft_total"]
+    table[counts] = grouped[counts].first().astype("Int64")
     timed = ["time_fisher_warmup_s", "time_fisher_s", "time_epoch_s", "time_total_s", "peak_rss_mib",
              "peak_gpu_mib", "mask_storage_kib"]
     table = table.join(grouped[timed].mean().astype(float).round(2))
