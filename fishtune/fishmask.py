@@ -67,7 +67,9 @@ from .masking import SCOPES, STRATEGIES, mask_stats, select_mask
 log = logging.getLogger(__name__)
 
 FISHER_AT = ("auto", "warmup", "init")
-FORMAT = "fishtune.FishMask/1"
+FORMAT = "fishtune.FishMask/2"
+META_KEY = "fishtune.FishMask"  # the one metadata entry of a saved mask (format 2)
+TIMING_KEYS = ("fisher_time_s", "warmup_time_s")  # in `info`; not part of what a mask is
 __all__ = ["FishMask", "FISHER_AT", "LossFn", "budget", "candidates", "dense_warmup", "fisher_scores"]
 
 
@@ -250,16 +252,22 @@ class FishMask:
 
     # --- files ------------------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """One safetensors file: a bool tensor per parameter name, families/pairs/info in its metadata."""
+    def save(self, path: str | Path, *, timings: bool = True) -> None:
+        """One safetensors file: a bool tensor per parameter name, families/pairs/info in its metadata.
+
+        `timings=False` leaves the Fisher and warm-up times out of the stored info, so that the same
+        mask always gives the same bytes (`fishtune run` keeps its times in the run record)."""
         from safetensors.torch import save_file
 
         from .atomic import atomic_write
 
-        meta = {"format": FORMAT, "families": json.dumps(self.families), "info": json.dumps(self.info),
-                "order": json.dumps(list(self.mask)),   # safetensors sorts its keys; the stats keep this order
-                "pairs": json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else _pair_dict(p)
-                                     for p in self.pairs])}
+        info = self.info if timings else {k: v for k, v in self.info.items() if k not in TIMING_KEYS}
+        pairs = [asdict(p) if hasattr(p, "__dataclass_fields__") else _pair_dict(p) for p in self.pairs]
+        # One metadata entry: safetensors writes its metadata map in a per-process random order, so
+        # several entries would give the same mask different bytes in different processes.
+        meta = {META_KEY: json.dumps({"format": FORMAT, "families": self.families, "info": info,
+                                      "order": list(self.mask),  # safetensors sorts its keys; the stats keep this order
+                                      "pairs": pairs})}
         tensors = {n: m.contiguous() for n, m in self.mask.items()}
         atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -275,17 +283,23 @@ class FishMask:
             raise ConfigError(f"no mask file {path}")
         mask: dict[str, Tensor] = {}
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            meta = _metadata(f.metadata() or {})
             for name in f.keys():
                 mask[name] = f.get_tensor(name)
         if meta.get("order"):
-            mask = {n: mask[n] for n in json.loads(meta["order"])}
-        families = json.loads(meta["families"]) if meta.get("families") else None
-        pairs = [FactorPair(**p) for p in json.loads(meta.get("pairs", "[]"))]
-        loaded = cls(mask, families=families, pairs=pairs, info=json.loads(meta.get("info", "{}")))
+            mask = {n: mask[n] for n in meta["order"]}
+        pairs = [FactorPair(**p) for p in meta.get("pairs", [])]
+        loaded = cls(mask, families=meta.get("families"), pairs=pairs, info=meta.get("info", {}))
         if model is not None:
             loaded.bind(model)
         return loaded
+
+
+def _metadata(raw: dict[str, str]) -> dict[str, Any]:
+    """A saved mask's metadata: format 2 (one JSON entry) or format 1 (one JSON string per key)."""
+    if META_KEY in raw:
+        return json.loads(raw[META_KEY])
+    return {k: json.loads(raw[k]) for k in ("families", "info", "order", "pairs") if raw.get(k)}
 
 
 def budget(total: int, *, keep: int | None, keep_ratio: float | None) -> int:

@@ -286,7 +286,7 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
     record.update(mask_stats=result.stats, time_s=time_s)
     record.data["trainable"]["peft_selected"] = int(sum(int(m.sum()) for m in result.mask.values()))
     record.data["trainable"]["peft_live"] = int(result.stats["live_selected"])  # selected minus never-moving
-    atomic_write(folder / MASK_FILE, lambda tmp: save_file({n: m.contiguous() for n, m in result.mask.items()}, tmp))
+    result.fish.save(folder / MASK_FILE, timings=False)  # FishMask.load(<run>/mask.safetensors) gets families and info
     _save_params(folder / INIT_FILE, params, setup.method_params)
     record.save()
     log.info("mask: %d of %d method entries (%s); Fisher %.1f s", keep, setup.count(setup.method_params),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
@@ -24,6 +25,9 @@ from .batching import Encoded, iterate, train_order
 from .config import WARMUP_ORDERS, warmup_order
 from .errors import ConfigError
 from .live import Pair
+
+if TYPE_CHECKING:
+    from .fishmask import FishMask
 
 
 def mask_budget(mask_cfg: DictConfig, *, method_total: int, head_total: int, matched: int | None = None) -> int:
@@ -71,6 +75,7 @@ class MaskResult:
     stats: dict                   # selected/total, share per tensor family, ties at the threshold
     fisher_time_s: float
     warmup_time_s: float
+    fish: FishMask                # the same mask with its families, pairs and info (what `save` writes)
 
 
 def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig, data: Encoded, *,
@@ -97,7 +102,7 @@ def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig,
     stats = fish.stats
     if mask_cfg.strategy != "random":
         stats["fisher_precision"] = "fp32"
-    return MaskResult(fish.mask, stats, fish.info["fisher_time_s"], fish.info["warmup_time_s"])
+    return MaskResult(fish.mask, stats, fish.info["fisher_time_s"], fish.info["warmup_time_s"], fish)
 
 
 def dead_stats(dead: Mapping[str, int], selected: int, families: Mapping[str, str] | None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -205,6 +206,27 @@ def test_fishmask_on_full_fine_tuning_and_the_save_load_round_trip(tmp_path: Pat
     assert _frozen_changed(model, initial, mask.mask) == 0 < _moved(model, initial, mask.mask)
 
 
+def test_a_saved_mask_is_one_metadata_entry_and_format_1_files_still_load(tmp_path: Path) -> None:
+    """safetensors writes its metadata map in a per-process random order: a mask keeps all of its
+    metadata in one entry, so the same mask has the same bytes in every process."""
+    from safetensors import safe_open
+
+    from fishtune import FishMask
+
+    mask = FishMask.from_fisher(_bert(), _batches(), keep=500, num_samples=8, strategy="fish")
+    mask.save(tmp_path / "m.safetensors", timings=False)
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert list(meta) == ["fishtune.FishMask"]
+    assert json.loads(meta["fishtune.FishMask"])["format"] == "fishtune.FishMask/2"
+    assert "fisher_time_s" not in FishMask.load(tmp_path / "m.safetensors").info   # timings=False
+    # format 1 (one JSON string per key), as committed under results/api
+    old = FishMask.load(REPO / "results" / "api" / "trainer-callback-mrpc-seed2-fishtune-order-mask.safetensors")
+    assert old.selected == 73_728 and old.total == 147_456
+    assert set(old.families.values()) == {"lora_A", "lora_B"} and len(old.pairs) == 12
+    assert old.info["fisher_at"] == "warmup"
+
+
 def test_loss_fn_gives_the_same_fisher_as_labelled_batches() -> None:
     """The per-example loss contract: tuple batches and a loss_fn give the loop estimator's Fisher."""
     from fishtune import FishMask
@@ -279,8 +301,12 @@ def test_fishmask_equals_the_mask_fishtune_run_builds(run_cli, tmp_path: Path) -
     assert mask.info["fisher_at"] == "warmup"   # found by itself: LoRA's B starts at zero
     assert mask.families == setup.candidates and mask.pairs == setup.factor_pairs
     saved = FishMask.load(folder / "mask.safetensors", model)
-    assert set(saved.mask) == set(mask.mask)
+    assert list(saved.mask) == list(mask.mask)
     assert all(torch.equal(saved.mask[n], mask.mask[n]) for n in mask.mask)
+    # the run's file carries the mask's families, pairs and info, but no timings (they are in the record)
+    assert saved.families == mask.families and saved.pairs == mask.pairs
+    timeless = {k: v for k, v in mask.info.items() if not k.endswith("_time_s")}
+    assert saved.info == timeless and timeless["fisher_at"] == "warmup"
 
 
 # --- the README's two snippets --------------------------------------------------------------------

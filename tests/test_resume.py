@@ -57,6 +57,7 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path: Path) -> No
     assert got["frozen_changed"] == 0 == ref["frozen_changed"]
     assert [e["dev"] for e in got["epochs"]] == [e["dev"] for e in ref["epochs"]]
     assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in ref["epochs"]]
+    # mask.safetensors: written by two processes (this one and the killed one), the same bytes
     for name in ("peft_final.safetensors", "mask.safetensors", "peft_init.safetensors"):
         assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
     assert got["time_s"]["total"] >= got["time_s"]["train"]  # wall time adds up over both sessions
