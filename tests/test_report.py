@@ -185,6 +185,19 @@ def test_malformed_records_are_named_and_skipped(tmp_path: Path, capsys) -> None
     assert status.loc["rte/broken", "status"] == status.loc["rte/truncated", "status"] == "malformed"
 
 
+def test_report_filters_by_task_model_and_seed(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for seed, score in ((1, 70.0), (2, 72.0), (3, 74.0)):
+        _record(runs, task="rte", mask="fish", seed=seed, score=score)
+    _record(runs, task="mrpc", mask="fish", seed=1, score=80.0)
+    out = tmp_path / "tables"
+    assert _report(runs, out, "--seed", "1", "--seed", "3", "--task", "rte") == 0
+    row = _csv(out, "table1").loc["minilm-l6 / lora-r16 / fish"]
+    assert (row["rte acc mean"], row["rte acc n"]) == (72.0, 2) and "mrpc acc mean" not in row
+    assert sorted(pd.read_csv(out / "runs_status.csv")["folder"]) == ["rte/minilm-l6/lora-r16/fish/seed1",
+                                                          "rte/minilm-l6/lora-r16/fish/seed3"]
+
+
 def test_cost_table_counts_are_integers_and_totals_never_below_their_parts(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _record(runs, task="rte", mask="fish", seed=1, score=70.0, total=5.0,  # train 8 + fisher 1 > 5
@@ -401,3 +414,25 @@ def test_the_committed_tables_regenerate_byte_for_byte(study: str, tmp_path: Pat
     _, mismatch, errors = filecmp.cmpfiles(committed, out, texts + figures, shallow=False)
     assert not mismatch and not errors, f"regenerate with `fishtune report --runs results/study/{study} " \
                                         f"--out results/tables/{study}`: {mismatch}"
+
+
+def test_methods_table_script_joins_scores_counts_shares_and_times(tmp_path: Path) -> None:
+    """scripts/methods_table.py (the issue-9 table) from a report folder: one line per config."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("methods_table", REPO / "scripts" / "methods_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = tmp_path / "runs"
+    _record(runs, task="mrpc", mask="none", seed=1, score=80.0, metrics={"f1": 84.0, "accuracy": 76.0},
+            method_tag="lora-r8", r=8)
+    _record(runs, task="mrpc", mask="fish", seed=1, score=50.0, metrics={"f1": 60.0, "accuracy": 40.0},
+            extra={"time_s": {"total": 20.0, "train": 8.0, "fisher": 1.5, "fisher_warmup": 4.0}})
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    lines = script.methods_table(out, "mrpc").splitlines()
+    assert lines[0].endswith("| warm-up s | Fisher s | mrpc F1 | mrpc acc | score |") and len(lines) == 4
+    assert lines[2] == "| minilm-l6 / lora-r8 / none | vanilla | 100 | 0 | – | 200 | – | – | 1 | 84.00 | 76.00 | 80.00 |"
+    assert lines[3] == ("| minilm-l6 / lora-r16 / fish | fish | 100 | 0 | – | 200 | lora_A 40.0% | 4 | 2 | 60.00 | "
+                        "40.00 | 50.00 (majority class) |")
+    assert script.main([str(tmp_path / "nothing")]) == 2

@@ -45,6 +45,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="results/tables", help="folder for the tables and figures")
     parser.add_argument("--task", action="append", help="only these tasks (repeatable)")
     parser.add_argument("--model", action="append", help="only these models (repeatable)")
+    parser.add_argument("--seed", action="append", type=int, help="only these seeds (repeatable)")
     parser.add_argument("--table6-task", default="sst2", help="the task of Table 6 (default: sst2)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--include-test-models", action="store_true",
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
         return 2
     records = scan_records(runs_root, include_test_models=args.include_test_models)
     runs, others, listing = records.runs, records.others, records.listing
-    for column, wanted in (("task", args.task), ("model", args.model)):
+    for column, wanted in (("task", args.task), ("model", args.model), ("seed", args.seed)):
         if wanted:
             runs = runs[runs[column].isin(wanted)] if not runs.empty else runs
             others = others[others[column].isin(wanted)] if not others.empty else others
