@@ -71,11 +71,21 @@ def matched_budget(base_model: nn.Module, mask_cfg: DictConfig, *, own_dense: in
 
 @dataclass
 class MaskResult:
-    mask: dict[str, Tensor]       # bool, CPU, keyed by model.named_parameters() names
+    fish: FishMask                # the mask with its families, pairs and info (what `save` writes)
     stats: dict                   # selected/total, share per tensor family, ties at the threshold
-    fisher_time_s: float
-    warmup_time_s: float
-    fish: FishMask                # the same mask with its families, pairs and info (what `save` writes)
+
+    @property
+    def mask(self) -> dict[str, Tensor]:
+        """bool, CPU, keyed by model.named_parameters() names"""
+        return self.fish.mask
+
+    @property
+    def fisher_time_s(self) -> float:
+        return self.fish.info["fisher_time_s"]
+
+    @property
+    def warmup_time_s(self) -> float:
+        return self.fish.info["warmup_time_s"]
 
 
 def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig, data: Encoded, *,
@@ -102,7 +112,7 @@ def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig,
     stats = fish.stats
     if mask_cfg.strategy != "random":
         stats["fisher_precision"] = "fp32"
-    return MaskResult(fish.mask, stats, fish.info["fisher_time_s"], fish.info["warmup_time_s"], fish)
+    return MaskResult(fish, stats)
 
 
 def dead_stats(dead: Mapping[str, int], selected: int, families: Mapping[str, str] | None) -> dict:

@@ -117,16 +117,6 @@ def fisher(model: nn.Module, batches, estimator: str, **kw) -> dict[str, Tensor]
     return empirical_fisher(model, batches, estimator=estimator, **kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread is fastest, and with several, a busy CPU (another
-    process running) made OpenMP spin-waits slow these tests down 50-100x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def lora() -> nn.Module:
     return tiny_lora()

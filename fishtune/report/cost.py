@@ -26,8 +26,8 @@ def cost_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(csv, shown). Counts: trainable = what the optimizer updates (selected + dense group), of which
     dense = the declared dense group (e.g. UniPELT's gates with `dense_gates`), at inference = the
     method's entries once training-only parts are folded away (prefix tuning's MLP; –: nothing to
-    fold), candidates = the mask's candidates. Times are means over seeds in seconds (warm-up and Fisher: the mask stage;
-    train s/epoch: the training loop's time divided by the epochs); peak memory: host RSS and the
+    fold), candidates = the mask's candidates. Times are means over seeds in seconds (warm-up and
+    Fisher: the mask stage; train s/epoch: the training loop's time divided by the epochs); peak memory: host RSS and the
     peak CUDA allocation of the run; mask storage: what the mask costs during training
     (`mask_storage_bytes`). A total below the sum of its parts (records made before resumed sessions
     added up their wall time) is left empty rather than shown wrong."""
