@@ -53,9 +53,12 @@ report: install  ## tables and figures from results/runs
 
 # Both reproduce targets are resumable and idempotent: a complete cell is skipped, a failed cell does not
 # stop the others (nor the next experiment: `-`), and with every record present they train nothing and
-# only report. The records are then copied (complete, non-test only) into results/study/<name>/, kept
+# only report. reproduce-cpu first restores the committed records into its runs folder (never over one
+# already there): the study's own, and the methods study's MRPC seed-1 cells, which are table1_cpu's. The records are then copied (complete, non-test only) into results/study/<name>/, kept
 # in git, and the tables + figures are regenerated from that copy, so they can be rebuilt from git alone.
 reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the ablations; ~3 days on 2 cores), then the report
+	test ! -d results/study/minilm-l6-cpu || $(BIN)/python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-cpu $(CPU_RUNS)
+	test ! -d results/study/minilm-l6-methods || $(BIN)/python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-methods $(CPU_RUNS)
 	for e in $(CPU_EXPERIMENTS); do $(OFFLINE) $(BIN)/fishtune run -m experiment=$$e runs_root=$(CPU_RUNS) $(LAUNCHER) \
 	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
 	$(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu

@@ -133,9 +133,37 @@ def comparable_config(cfg: DictConfig, *, runtime: dict[str, str] | None = None,
             node.pop(leaf, None)
     data.pop("hydra", None)
     data.setdefault("train", {}).update(runtime)
+    data["train"]["max_train_samples"] = effective_max_train_samples(cfg)
     if not seed:
         data.pop("seed", None)
     return data
+
+
+def effective_max_train_samples(cfg: DictConfig) -> int | None:
+    """`train.max_train_samples`, or None where the cap keeps the whole train split (at or above the
+    task's published train size): `max_train_samples=10000` on MRPC (3,668 examples) trains on
+    exactly what `null` does, so the two are one run (one folder, one comparison digest) and a cell
+    that two experiments share is trained once. The runner checks the loaded split really is that
+    size (`check_train_size`)."""
+    from .tasks import get_task
+
+    cap = cfg.train.get("max_train_samples")
+    if cap is None or cap < get_task(cfg.task.name).train_size:
+        return cap
+    return None
+
+
+def check_train_size(cfg: DictConfig, loaded: int) -> None:
+    """Refuse a train split bigger than the published one when the cap was read as "the whole split":
+    the cap would subsample it while the run folder and record said it did not."""
+    from .tasks import get_task
+
+    cap, published = cfg.train.get("max_train_samples"), get_task(cfg.task.name).train_size
+    if cap is not None and effective_max_train_samples(cfg) is None and loaded > cap:
+        raise ConfigError(
+            f"train.max_train_samples={cap} is at least {cfg.task.name}'s published train size ({published:,}), "
+            f"so fishtune treats it as the whole split, but the train split found has {loaded:,} examples; "
+            f"set train.max_train_samples below {published:,} or null")
 
 
 def digest(data: dict, length: int = 8) -> str:

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
-from .config import comparable_config, comparison_digest, flatten, resolved_runtime, run_dir, validate
+from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
+                     resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, load_split
 from .errors import DivergedError, FishtuneError, Terminated
 from .fishmask import FishMask
@@ -180,7 +181,8 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
 
 def _load_data(cfg: DictConfig, task: TaskSpec) -> tuple[list[Example], dict[str, list[Example]]]:
     where = dict(source=cfg.data.source, data_dir=glue_dir(cfg), seed=cfg.seed)
-    train = load_split(task, "train", max_samples=cfg.train.max_train_samples, **where)
+    train = load_split(task, "train", max_samples=effective_max_train_samples(cfg), **where)
+    check_train_size(cfg, len(train))
     # The dev subset (if any) is drawn with a fixed seed: every seed of a config is scored on the same examples.
     where["seed"] = int(cfg.train.eval_subset_seed)
     evals = {s: load_split(task, s, max_samples=cfg.train.max_eval_samples, **where) for s in task.eval_splits}

@@ -12,7 +12,8 @@ class TaskSpec:
     """Static description of one GLUE task.
 
     `label_names` are in the id order of the Hub's (nyu-mll/glue) `ClassLabel`; it is
-    empty for the regression task STS-B.
+    empty for the regression task STS-B. `train_size` is the published size of the train split
+    (nyu-mll/glue, and the shipped `data/glue` files).
     """
 
     name: str
@@ -22,6 +23,7 @@ class TaskSpec:
     label_names: tuple[str, ...]
     eval_splits: tuple[str, ...]
     metrics: tuple[str, ...]
+    train_size: int
 
     @property
     def is_regression(self) -> bool:
@@ -41,13 +43,13 @@ _NLI2 = ("entailment", "not_entailment")
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("cola", "CoLA", "cola", ("sentence",), ("unacceptable", "acceptable"), _DEV, ("matthews",)),
-        TaskSpec("sst2", "SST-2", "sst2", ("sentence",), ("negative", "positive"), _DEV, ("accuracy",)),
-        TaskSpec("mrpc", "MRPC", "mrpc", _PAIR, ("not_equivalent", "equivalent"), _DEV, ("f1", "accuracy")),
+        TaskSpec("cola", "CoLA", "cola", ("sentence",), ("unacceptable", "acceptable"), _DEV, ("matthews",), 8551),
+        TaskSpec("sst2", "SST-2", "sst2", ("sentence",), ("negative", "positive"), _DEV, ("accuracy",), 67349),
+        TaskSpec("mrpc", "MRPC", "mrpc", _PAIR, ("not_equivalent", "equivalent"), _DEV, ("f1", "accuracy"), 3668),
         TaskSpec(
-            "qqp", "QQP", "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), _DEV, ("f1", "accuracy")
+            "qqp", "QQP", "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), _DEV, ("f1", "accuracy"), 363846
         ),
-        TaskSpec("stsb", "STS-B", "stsb", _PAIR, (), _DEV, ("pearson", "spearman")),
+        TaskSpec("stsb", "STS-B", "stsb", _PAIR, (), _DEV, ("pearson", "spearman"), 5749),
         TaskSpec(
             "mnli",
             "MNLI",
@@ -56,10 +58,11 @@ TASKS: dict[str, TaskSpec] = {
             ("entailment", "neutral", "contradiction"),
             ("dev_matched", "dev_mismatched"),
             ("accuracy",),
+            392702,
         ),
-        TaskSpec("qnli", "QNLI", "qnli", ("question", "sentence"), _NLI2, _DEV, ("accuracy",)),
-        TaskSpec("rte", "RTE", "rte", _PAIR, _NLI2, _DEV, ("accuracy",)),
-        TaskSpec("wnli", "WNLI", "wnli", _PAIR, ("not_entailment", "entailment"), _DEV, ("accuracy",)),
+        TaskSpec("qnli", "QNLI", "qnli", ("question", "sentence"), _NLI2, _DEV, ("accuracy",), 104743),
+        TaskSpec("rte", "RTE", "rte", _PAIR, _NLI2, _DEV, ("accuracy",), 2490),
+        TaskSpec("wnli", "WNLI", "wnli", _PAIR, ("not_entailment", "entailment"), _DEV, ("accuracy",), 635),
     )
 }
 

@@ -11,6 +11,12 @@ stay behind too (large, and reproducible from the config): the record carries wh
 needs (`mask_stats.selected_by_param` for the mask anatomy). Idempotent: rerunning it copies the
 same files again and changes nothing else. The README's tables are regenerated from the snapshot
 with `fishtune report --runs <dest>`.
+
+The other way, `--keep-existing` restores committed records into a runs folder without touching any
+record already there (a live or newer run keeps its own), so that a sweep rerun on a fresh clone
+skips every committed cell (`make reproduce-cpu` does this first):
+
+    python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-cpu results/runs/cpu
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dest", type=Path)
     parser.add_argument("--model", action="append", help="only these models")
     parser.add_argument("--task", action="append", help="only these tasks")
+    parser.add_argument("--keep-existing", action="store_true",
+                        help="leave a run folder that already has a results.json as it is")
     args = parser.parse_args(argv)
     if not args.source.is_dir():
         print(f"snapshot_records: no folder {args.source}", file=sys.stderr)
@@ -50,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         if (args.model and model not in args.model) or (args.task and task not in args.task):
             continue
         target = args.dest / record_path.parent.relative_to(args.source)
+        if args.keep_existing and (target / "results.json").exists():
+            left["already there"] += 1
+            continue
         target.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "config.yaml"):
             if (record_path.parent / name).exists():

@@ -77,3 +77,23 @@ def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
     mask = "mask=fish" if override.startswith("mask.") else "mask=none"
     with pytest.raises(ConfigError, match=message):
         validate(_compose(mask, override))
+
+
+def test_a_train_cap_that_keeps_the_whole_split_is_the_uncapped_run() -> None:
+    """MRPC has 3,668 train examples: a cap of 10,000 (or exactly 3,668) trains on all of them, so it is
+    the run `null` names; a cap below the split is a different run."""
+    whole = config_digest(_compose("task=mrpc"))
+    for cap in (3668, 10000):
+        assert config_digest(_compose("task=mrpc", f"train.max_train_samples={cap}")) == whole
+    assert config_digest(_compose("task=mrpc", "train.max_train_samples=3667")) != whole
+    assert config_digest(_compose("task=sst2", "train.max_train_samples=10000")) != config_digest(_compose("task=sst2"))
+
+
+def test_a_split_bigger_than_published_under_a_whole_split_cap_is_refused() -> None:
+    from fishtune.config import check_train_size
+
+    cfg = _compose("task=mrpc", "train.max_train_samples=5000")
+    check_train_size(cfg, 3668)
+    with pytest.raises(ConfigError, match="treats it as the whole split.*6,000 examples"):
+        check_train_size(cfg, 6000)
+    check_train_size(_compose("task=mrpc"), 6000)  # no cap: a bigger custom split is fine

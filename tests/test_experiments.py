@@ -92,6 +92,12 @@ def test_cells_shared_between_experiments_are_the_same_run_folders() -> None:
         assert config_digest(_compose(f"experiment={experiment}", *base, "mask=fish", key)) == fish, experiment
     vanilla = _compose("experiment=table3_cpu", *base, "mask=none")
     assert config_digest(_compose("experiment=table1_cpu", *base, "mask=none")) == config_digest(vanilla)
+    # The methods study (issue 9: MRPC, no cap) is table1_cpu's MRPC seed 1: its cap of 10,000 keeps all of MRPC.
+    for pair in ("dora", "prefix", "full"):
+        for mask in ("none", "fish"):
+            study = _compose("experiment=methods_mrpc", f"+pair={pair}", f"mask={mask}")
+            table1 = _compose("experiment=table1_cpu", f"+pair={pair}", f"mask={mask}", "task=mrpc", "seed=1")
+            assert config_digest(study) == config_digest(table1), (pair, mask)
     r1 = _compose("experiment=table3_cpu_r1", "task=mrpc", "mask=fish")
     assert r1.method.r == 16 and dict(r1.mask.keep_match) == {"config": "lora", "r": 1}
     assert r1.mask.tag == "fish-match.lora-r1-warmup" and r1.train.max_train_samples == 10000
@@ -193,6 +199,9 @@ def test_make_reproduce_cpu_runs_every_cpu_experiment_then_reports() -> None:
     cpu = [p.stem for p in EXPERIMENTS.glob("*_cpu*.yaml")]
     listed = re.search(r"for e in ([^;]+); do .*fishtune run -m experiment=\$e runs_root=results/runs/cpu", out.stdout)
     assert listed and sorted(listed.group(1).split()) == sorted(cpu)
+    restore = [f"snapshot_records.py --keep-existing results/study/{s} results/runs/cpu" for s in
+               ("minilm-l6-cpu", "minilm-l6-methods")]  # committed cells are skipped on a fresh clone
+    assert all(0 <= out.stdout.find(r) < listed.start() for r in restore)
     assert "scripts/snapshot_records.py results/runs/cpu results/study/minilm-l6-cpu" in out.stdout
     assert "fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu" in out.stdout
     gpu = re.search(r"for e in ([^;]+); do .*experiment=\$e train.device=cuda", out.stdout)
@@ -217,3 +226,10 @@ def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) ->
         assert "left behind: 1 failed, 1 malformed, 1 test model" in out.stdout and "broken" in out.stderr
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["ok/config.yaml",
                                                                                           "ok/results.json"]
+    # Restoring into a runs folder never overwrites a record there (a live run keeps its own).
+    live = {"status": "running", "model": "m", "task": "rte"}
+    (source / "ok" / "results.json").write_text(json.dumps(live))
+    out = subprocess.run([sys.executable, str(script), "--keep-existing", str(dest), str(source)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "copied 0 complete" in out.stdout and "1 already there" in out.stdout
+    assert json.loads((source / "ok" / "results.json").read_text()) == live
