@@ -50,6 +50,7 @@ def test_full_method_trains_the_backbone(run_cli, tmp_path: Path) -> None:
     assert rec["method"] == "full" and rec["trainable"]["peft_total"] > 1_000_000  # embeddings included
 
 
+@pytest.mark.slow  # six processes, each importing torch
 def test_help_commands() -> None:
     for args in (["--help"], ["run", "--help"]):
         out = subprocess.run([sys.executable, "-m", "fishtune.cli", *args], capture_output=True, text=True,
@@ -73,6 +74,7 @@ def test_minilm_short_run_is_a_real_result(tmp_path: Path, monkeypatch) -> None:
     assert rec["trainable"]["peft_selected"] == 73728  # 50% of r=16 on query+value: 6 layers * 2 * 16 * (384+384)
 
 
+@pytest.mark.slow  # one real process per bad input
 def test_bad_input_exit_status_of_the_real_process(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "fishtune.cli", "run", "model=tiny-bert", "train.lr=0"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY, records
 
 HOLD = """
@@ -30,6 +32,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # two real processes
 def test_a_second_process_stops_at_once_and_touches_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     holder = _holder(folder)

@@ -189,7 +189,7 @@ FAST = ["train.max_train_samples=16", "train.max_eval_samples=8", "train.max_seq
         "++mask.num_samples=8", "++mask.warmup_steps=2", "++mask.fisher_batch_size=8"]  # ++: mask=none lacks them
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m if m == "lora" else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_cli_pair_runs_every_mask(run_cli, tmp_path: Path, method: str) -> None:
     """`fishtune run -m +pair=<method> mask=none,fish,random,reverse`: four complete records, frozen
     entries bit-identical, the masked cells training exactly the vanilla partner's count."""

@@ -10,7 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import GLUE, REPO
+
+pytestmark = pytest.mark.slow  # real processes, ~1 min each (`make test-slow`, run by CI)
 
 # Big enough that the kill lands mid-run (400 steps of a tiny model, seconds after the first
 # checkpoint), small enough for CI.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from ..errors import ConfigError
@@ -147,6 +147,7 @@ def validate_method(cfg: DictConfig, where: str = "method") -> None:
     """One `ConfigError` line for an unknown method, a missing or unknown key, or a bad value."""
     method = get_method(cfg.get("name"))
     allowed = {**COMMON_KEYS, **method.keys}
+    cfg = OmegaConf.to_container(cfg, resolve=True)  # resolve each interpolation once, not per access
     for key in cfg:
         if key not in allowed:
             raise ConfigError(f"unknown key {where}.{key} for method {method.name}; "
