@@ -23,6 +23,7 @@ _DIGEST_EXCLUDE = {
     "train.device",        # replaced by the resolved device type (see `comparable_config`)
     "train.precision",     # replaced by the resolved precision
     "train.compile",       # numerics aside, a compiled run resumes an eager checkpoint and back
+    "mask.fisher_cache",   # a cached Fisher is the estimate the run would make (fishtune.fisher_cache)
     "data.dir",
     "data.source",
 }
@@ -76,6 +77,8 @@ def validate(cfg: DictConfig) -> None:
     _check(k.estimator in ("auto", "func", "hooks", "loop"), f"mask.estimator must be auto, func, hooks or loop, got {k.estimator!r}")
     _check(k.fisher_at in ("init", "warmup"), f"mask.fisher_at must be init or warmup, got {k.fisher_at!r}")
     _check(isinstance(k.get("live", False), bool), f"mask.live must be true or false, got {k.get('live')!r}")
+    _check(isinstance(k.get("fisher_cache", True), bool),
+           f"mask.fisher_cache must be true or false, got {k.get('fisher_cache')!r}")
     _check(not (k.get("live") and k.scope != "global"), "mask.live=true needs mask.scope=global")
     _check(k.warmup_steps >= 0, f"mask.warmup_steps must be >= 0, got {k.warmup_steps}")
     _check(warmup_order(k) in WARMUP_ORDERS,

@@ -99,7 +99,7 @@ class FishMask:
                     head: Sequence[str] | None = None, fisher_at: str = "auto", warmup_steps: int = 50,
                     warmup_lr: float = 1e-3, warmup_batches: Iterable | None = None, seed: int = 0,
                     families: Mapping[str, str] | None = None, pairs: Sequence | None = None,
-                    autocast: bool = False) -> FishMask:
+                    autocast: bool = False, fisher: Mapping[str, Tensor] | None = None) -> FishMask:
         """Select exactly k entries of the candidates by the empirical Fisher (module docstring).
 
         keep / keep_ratio: k, or k = round(keep_ratio * candidate entries) (exactly one of them).
@@ -108,7 +108,9 @@ class FishMask:
         scope: global | per_tensor; labels: empirical | expected; estimator: auto | func | hooks |
         loop (`fishtune.fisher`); seed: the random strategy's. `families`, `pairs` override the
         detected ones (fishtune's runner passes its method's); `autocast`: bf16 autocast during the
-        warm-up (the Fisher is fp32 whatever it is).
+        warm-up (the Fisher is fp32 whatever it is). `fisher`: a Fisher already estimated with these
+        settings (another mask's `scores`, e.g. to take FISH and reverse masks or several budgets from
+        one estimate): the warm-up and the estimate are skipped, `batches` is not read.
         """
         _check_choice("strategy", strategy, STRATEGIES)
         _check_choice("scope", scope, SCOPES)
@@ -134,6 +136,8 @@ class FishMask:
         fisher_s = warmup_s = 0.0
         if strategy == "random":
             scores = {n: torch.zeros(named[n].shape) for n in names}  # shapes only
+        elif fisher is not None:
+            scores = _given_fisher(fisher, {n: named[n].shape for n in names})
         else:
             if batches is None:
                 raise ConfigError(f"strategy {strategy!r} needs batches to estimate the Fisher from")
@@ -293,6 +297,19 @@ class FishMask:
         if model is not None:
             loaded.bind(model)
         return loaded
+
+
+def _given_fisher(fisher: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -> dict[str, Tensor]:
+    """`fisher` as float32 CPU tensors, checked against the candidates: the same names and shapes."""
+    if set(fisher) != set(shapes):
+        missing, extra = sorted(set(shapes) - set(fisher)), sorted(set(fisher) - set(shapes))
+        raise ConfigError(f"the given Fisher does not cover the candidates: missing {missing[:3]}, "
+                          f"not candidates {extra[:3]}")
+    for name, shape in shapes.items():
+        if tuple(fisher[name].shape) != tuple(shape):
+            raise ConfigError(f"the given Fisher of {name} has shape {tuple(fisher[name].shape)}, "
+                              f"the parameter {tuple(shape)}")
+    return {n: fisher[n].detach().to("cpu", torch.float32) for n in shapes}
 
 
 def _metadata(raw: dict[str, str]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from .config import (check_train_size, comparable_config, comparison_digest, eff
                      resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, load_split
 from .errors import DivergedError, FishtuneError, Terminated
+from .fisher_cache import build_with_cache
 from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
@@ -37,7 +38,7 @@ from .metrics import compute_metrics
 from .models import load_model, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
-from .selection import build_mask, mask_budget, matched_budget
+from .selection import MaskResult, build_mask, mask_budget, matched_budget
 from .tasks import TaskSpec, get_task
 from .train import Trainer, predict, seed_everything
 
@@ -280,20 +281,27 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
             for name, value in load_file(str(folder / INIT_FILE)).items():
                 params[name].copy_(value)
         return mask
-    result = build_mask(setup.model, setup.method_params, cfg.mask, train_data, keep=keep, lr=float(cfg.train.lr),
-                        seed=int(cfg.seed), pad_id=pad_id, device=device, autocast=autocast,
-                        pairs=getattr(setup, "factor_pairs", ()), families=getattr(setup, "candidates", None))
-    time_s = dict(record.data.get("time_s", {}), fisher=round(result.fisher_time_s, 3),
-                  fisher_warmup=round(result.warmup_time_s, 3))
-    record.update(mask_stats=result.stats, time_s=time_s)
+    def build(fisher: dict[str, Tensor] | None) -> MaskResult:
+        return build_mask(setup.model, setup.method_params, cfg.mask, train_data, keep=keep, lr=float(cfg.train.lr),
+                          seed=int(cfg.seed), pad_id=pad_id, device=device, autocast=autocast, fisher=fisher,
+                          pairs=getattr(setup, "factor_pairs", ()), families=getattr(setup, "candidates", None))
+
+    shapes = {n: tuple(params[n].shape) for n in setup.method_params}
+    result, cache = build_with_cache(cfg, resolved_runtime(cfg.train), build, shapes, folder)
+    # The mask's cost: the estimate's own seconds, also when this run read it from the cache.
+    fisher_s, warmup_s = (cache["fisher_time_s"], cache["warmup_time_s"]) if cache else (result.fisher_time_s,
+                                                                                        result.warmup_time_s)
+    time_s = dict(record.data.get("time_s", {}), fisher=round(fisher_s, 3), fisher_warmup=round(warmup_s, 3))
+    stats = dict(result.stats, **({"fisher_cache": cache} if cache else {}))
+    record.update(mask_stats=stats, time_s=time_s)
     record.data["trainable"]["peft_selected"] = int(sum(int(m.sum()) for m in result.mask.values()))
     record.data["trainable"]["peft_live"] = int(result.stats["live_selected"])  # selected minus never-moving
     result.fish.save(folder / MASK_FILE, timings=False)  # FishMask.load(<run>/mask.safetensors) gets families and info
     _save_params(folder / INIT_FILE, params, setup.method_params)
     record.save()
-    log.info("mask: %d of %d method entries (%s); Fisher %.1f s", keep, setup.count(setup.method_params),
-             ", ".join(f"{f} {v['share_of_mask']:.0%}" for f, v in result.stats["by_family"].items()),
-             result.fisher_time_s)
+    log.info("mask: %d of %d method entries (%s); Fisher %.1f s%s", keep, setup.count(setup.method_params),
+             ", ".join(f"{f} {v['share_of_mask']:.0%}" for f, v in stats["by_family"].items()), fisher_s,
+             " (cached)" if cache and cache["hit"] else "")
     return result.mask
 
 

@@ -90,19 +90,21 @@ class MaskResult:
 
 def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig, data: Encoded, *,
                keep: int, lr: float, seed: int, pad_id: int, device: torch.device, autocast: bool,
-               pairs: Sequence[Pair] = (), families: Mapping[str, str] | None = None) -> MaskResult:
+               pairs: Sequence[Pair] = (), families: Mapping[str, str] | None = None,
+               fisher: Mapping[str, Tensor] | None = None) -> MaskResult:
     """Select the `keep` method entries that will train (FISH, reverse or random).
 
     The mask stage of `fishtune run`, through the public API (`FishMask.from_fisher`) with the run's
     own batches: the warm-up's batches (`mask.warmup_order`) and the Fisher's seeded sample of the data.
     `pairs` are the method's zero-initialised factor pairs (`fishtune.live`): the stats count the
     selected entries that can never move, and `mask.live=true` selects only entries that can.
+    `fisher`: the Fisher these settings give, already estimated (`fishtune.fisher_cache`).
     """
     from .fishmask import FishMask
 
     warmup = mask_cfg.fisher_at == "warmup" and mask_cfg.warmup_steps > 0
     fish = FishMask.from_fisher(
-        model, _fisher_batches(data, mask_cfg, seed=seed, pad_id=pad_id, device=device), keep=keep,
+        model, _fisher_batches(data, mask_cfg, seed=seed, pad_id=pad_id, device=device), keep=keep, fisher=fisher,
         strategy=mask_cfg.strategy, live=bool(mask_cfg.get("live")), scope=mask_cfg.scope,
         num_samples=mask_cfg.num_samples, labels=mask_cfg.labels, estimator=mask_cfg.estimator,
         params=method_params, fisher_at="warmup" if warmup else "init", warmup_steps=int(mask_cfg.warmup_steps),

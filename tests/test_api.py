@@ -246,6 +246,24 @@ def test_loss_fn_gives_the_same_fisher_as_labelled_batches() -> None:
     assert all(torch.equal(by_labels.mask[n], by_loss.mask[n]) for n in by_labels.mask)
 
 
+def test_a_given_fisher_skips_the_estimate_and_gives_the_same_masks() -> None:
+    """One estimate, several masks: `fisher=` another mask's scores gives what a fresh estimate gives."""
+    from fishtune import FishMask
+
+    model = _lora(_bert())
+    fish = FishMask.from_fisher(model, _batches(), keep=300, num_samples=16, warmup_steps=3)
+    for strategy, keep in (("reverse", 300), ("fish", 120)):
+        fresh = FishMask.from_fisher(model, _batches(), keep=keep, num_samples=16, warmup_steps=3, strategy=strategy)
+        given = FishMask.from_fisher(model, None, keep=keep, strategy=strategy, fisher=fish.scores)
+        assert all(torch.equal(fresh.mask[n], given.mask[n]) for n in fresh.mask)
+        assert given.info["fisher_time_s"] == given.info["warmup_time_s"] == 0.0   # nothing estimated
+    wrong = {n: s[:1] for n, s in fish.scores.items()}
+    with pytest.raises(ConfigError, match="given Fisher of .* has shape"):
+        FishMask.from_fisher(model, None, keep=10, fisher=wrong)
+    with pytest.raises(ConfigError, match="does not cover the candidates"):
+        FishMask.from_fisher(model, None, keep=10, fisher=dict(list(fish.scores.items())[1:]))
+
+
 def test_wrong_inputs_give_one_clear_error() -> None:
     from fishtune import FishMask
 

@@ -1,0 +1,120 @@
+"""One Fisher estimate per configuration: FISH and reverse masks, and masks at several budgets, read
+the same warmed-up Fisher, so `fishtune run` estimates it once and keeps it in
+`<runs_root>/.fisher-cache/<key>.safetensors` (`cache_path`).
+
+The key is a digest of everything that can change the estimate: the run's comparable config with
+the seed (`fishtune.config`), minus only the mask keys that choose entries *from* the Fisher
+(strategy, budget, scope, live), plus the data location, the SHA-256 of the fishtune source files
+this process imported, and the library versions. Anything else that differs (a training key that
+cannot matter, a commit that did not touch the Fisher) gives another key: a miss costs one
+estimate, a wrong hit would cost a wrong mask. A file that cannot be read or does not fit the
+candidates is a miss too (named in the log, then overwritten). `mask.fisher_cache=false` turns it
+off; the run record says which way its Fisher came (`mask_stats.fisher_cache`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import Tensor
+
+from .atomic import atomic_write
+from .config import comparable_config, digest
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".fisher-cache"
+# The mask keys that only choose entries from a Fisher (and the labels derived from them).
+SELECTION_KEYS = ("name", "tag", "strategy", "keep_ratio", "keep", "keep_match", "head_in_budget", "scope", "live")
+_META = "fishtune.FisherCache"
+
+
+@dataclass(frozen=True)
+class CachedFisher:
+    scores: dict[str, Tensor]
+    meta: dict[str, Any]      # fisher_time_s, warmup_time_s, computed_by (the run folder that estimated it)
+
+
+def cache_key(cfg: DictConfig, runtime: dict[str, str]) -> str:
+    """16 hex digits naming the Fisher estimate `cfg` asks for (module docstring)."""
+    import torch
+    import transformers
+
+    from .provenance import AT_IMPORT
+
+    config = comparable_config(cfg, runtime=runtime, seed=True)
+    for key in SELECTION_KEYS:
+        config.get("mask", {}).pop(key, None)
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("peft", "adapters"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    data = {"dir": str(cfg.data.get("dir")), "source": str(cfg.data.get("source"))}
+    return digest({"config": config, "data": data, "code": AT_IMPORT["source_sha256"], "versions": versions}, 16)
+
+
+def cache_path(cfg: DictConfig, key: str) -> Path:
+    """`<runs_root>/.fisher-cache/<key>.safetensors`; beside the run folder when `output_dir` names it."""
+    root = Path(cfg.output_dir).parent if cfg.get("output_dir") else Path(cfg.runs_root)
+    return root / CACHE_DIR / f"{key}.safetensors"
+
+
+def load_cached(path: Path, shapes: dict[str, tuple[int, ...]]) -> CachedFisher | None:
+    """The cached Fisher at `path` if it exists, reads and fits `shapes` (candidate name -> shape); else None."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})[_META])
+            scores = {name: f.get_tensor(name).clone() for name in f.keys()}  # not a view of the file
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a miss, never a crash
+        log.warning("fisher cache: cannot read %s (%s: %s); estimating again", path, type(err).__name__, err)
+        return None
+    if {n: tuple(t.shape) for n, t in scores.items()} != {n: tuple(s) for n, s in shapes.items()}:
+        log.warning("fisher cache: %s does not fit this run's candidates; estimating again", path)
+        return None
+    return CachedFisher(scores, meta)
+
+
+def save_cached(path: Path, scores: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Write the Fisher atomically (two cells that estimate it at once write the same bytes)."""
+    from safetensors.torch import save_file
+
+    tensors = {n: t.detach().cpu().float().contiguous() for n, t in scores.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META: json.dumps(meta, sort_keys=True)}))
+
+
+def build_with_cache(cfg: DictConfig, runtime: dict[str, str], build, shapes: dict[str, tuple[int, ...]],
+                     folder: Path):
+    """`build(fisher)` -> `MaskResult`, fed the cached Fisher when this run's key has one; otherwise
+    built from a fresh estimate, whose scores are then cached. Returns the result and the record's
+    `fisher_cache` entry: key, hit, and the estimate's own warm-up and Fisher seconds (on a hit,
+    those of the run that made it, `computed_by`)."""
+    from .errors import FishtuneError
+
+    if cfg.mask.strategy == "random" or not cfg.mask.get("fisher_cache", True):
+        return build(None), None
+    key = cache_key(cfg, runtime)
+    path = cache_path(cfg, key)
+    cached = load_cached(path, shapes)
+    if cached is not None:
+        log.info("fisher cache: the Fisher of %s (estimated by %s)", path.name, cached.meta.get("computed_by"))
+        return build(cached.scores), {"key": key, "hit": True, **cached.meta}
+    result = build(None)
+    meta = {"fisher_time_s": round(result.fisher_time_s, 3), "warmup_time_s": round(result.warmup_time_s, 3),
+            "computed_by": str(folder)}
+    try:
+        save_cached(path, result.fish.scores, meta)
+    except FishtuneError as err:  # the run does not need the cache: say so and go on
+        log.warning("fisher cache: not written (%s)", err)
+    return result, {"key": key, "hit": False, **meta}

@@ -1,0 +1,77 @@
+"""The Fisher cache: a reverse run (or another budget) reads the Fisher a FISH run estimated, and its
+mask is bit-identical to the one it would have estimated itself; anything that can change the
+estimate misses; a broken cache file is a miss, never a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from conftest import records
+from fishtune.fisher_cache import CACHE_DIR
+
+CELL = ["task=rte", "method.r=4", "mask.num_samples=16", "mask.warmup_steps=2"]
+
+
+def _by_strategy(root: Path) -> dict[str, tuple[dict, Path]]:
+    out = {}
+    for path in sorted(root.rglob("results.json")):
+        rec = next(r for r in records(path.parent) if r)
+        out[rec["mask"]] = (rec, path.parent)
+    return out
+
+
+def _cache_files(root: Path) -> list[Path]:
+    return sorted((root / CACHE_DIR).glob("*.safetensors"))
+
+
+def test_reverse_reads_the_fish_runs_fisher_and_gets_the_mask_it_would_estimate(run_cli, tmp_path: Path) -> None:
+    assert run_cli(*CELL, "mask=fish") == 0
+    assert len(_cache_files(tmp_path / "runs")) == 1
+    assert run_cli(*CELL, "mask=reverse") == 0
+    assert run_cli(*CELL, "mask=fish", "mask.keep_ratio=0.25") == 0      # another budget: same Fisher
+    assert len(_cache_files(tmp_path / "runs")) == 1
+    # The same reverse cell with the cache off, in another runs folder: it estimates the Fisher itself.
+    assert run_cli(*CELL, "mask=reverse", "mask.fisher_cache=false", f"runs_root={tmp_path / 'fresh'}") == 0
+
+    runs = [r for r in records(tmp_path / "runs")]
+    fish = next(r for r in runs if r["mask"] == "fish" and r["mask_stats"]["fisher_cache"]["hit"] is False)
+    hits = [r for r in runs if r["mask_stats"]["fisher_cache"]["hit"]]
+    assert len(hits) == 2 and all(r["status"] == "complete" for r in runs)
+    for rec in hits:
+        entry = rec["mask_stats"]["fisher_cache"]
+        assert entry["key"] == fish["mask_stats"]["fisher_cache"]["key"]
+        assert rec["time_s"]["fisher"] == fish["time_s"]["fisher"]  # the estimate's cost, spent once
+        assert Path(entry["computed_by"]).name == Path(fish["output_dir"]).name
+
+    (fresh,) = records(tmp_path / "fresh")
+    assert "fisher_cache" not in fresh["mask_stats"] and not _cache_files(tmp_path / "fresh")
+    cached_reverse = next(r for r in hits if r["mask"] == "reverse")
+    a = (Path(cached_reverse["output_dir"]) / "mask.safetensors").read_bytes()
+    b = (Path(fresh["output_dir"]) / "mask.safetensors").read_bytes()
+    assert a == b  # bit-identical mask file, info included
+    assert cached_reverse["score"] == fresh["score"]
+
+
+def test_settings_that_change_the_estimate_miss(run_cli, tmp_path: Path) -> None:
+    assert run_cli(*CELL, "mask=fish") == 0
+    assert run_cli(*CELL, "mask=reverse", "mask.num_samples=8") == 0
+    assert run_cli(*CELL, "mask=fish", "seed=2") == 0
+    assert run_cli(*CELL, "mask=random") == 0                          # no Fisher, no cache entry
+    runs = records(tmp_path / "runs")
+    assert [r["mask_stats"].get("fisher_cache", {}).get("hit") for r in runs].count(True) == 0
+    assert len(_cache_files(tmp_path / "runs")) == 3
+
+
+def test_a_broken_cache_file_is_a_miss_and_is_replaced(run_cli, tmp_path: Path) -> None:
+    assert run_cli(*CELL, "mask=fish") == 0
+    (path,) = _cache_files(tmp_path / "runs")
+    good = {n: t.clone() for n, t in load_file(str(path)).items()}  # load_file maps the file
+    path.write_bytes(b"not a safetensors file")
+    assert run_cli(*CELL, "mask=reverse") == 0
+    rev = next(r for r in records(tmp_path / "runs") if r["mask"] == "reverse")
+    assert rev["status"] == "complete" and rev["mask_stats"]["fisher_cache"]["hit"] is False
+    again = load_file(str(path))
+    assert all(torch.equal(good[n], again[n]) for n in good)  # the same estimate, written back
