@@ -104,6 +104,27 @@ def test_cells_shared_between_experiments_are_the_same_run_folders() -> None:
     assert _compose("experiment=table3_cpu_r1", "mask=none").method.tag == "lora-r1"
 
 
+def test_cells_that_differ_only_in_how_they_select_share_one_fisher_estimate() -> None:
+    """Reverse, the r=1 budget, every keep ratio and per-tensor quotas read table3_cpu's FISH estimate
+    (fishtune.fisher_cache); other warm-ups, sample counts, labels and seeds do not."""
+    from fishtune.fisher_cache import cache_key
+
+    def key(experiment: str, *cell: str) -> str:
+        return cache_key(_compose(f"experiment={experiment}", *cell), {"device": "cpu", "precision": "fp32"})
+
+    fish = key("table3_cpu", "+pair=lora", "task=mrpc", "seed=1", "mask=fish")
+    same = [("table3_cpu", "+pair=lora", "task=mrpc", "seed=1", "mask=reverse"),
+            ("table3_cpu_r1", "task=mrpc", "seed=1", "mask=fish"),
+            ("ablation_keep_cpu", "mask=fish", "mask.keep_ratio=0.001", "seed=1"),
+            ("ablation_scope_cpu", "+pair=lora", "mask=fish", "mask.scope=per_tensor", "seed=1")]
+    other = [("table3_cpu", "+pair=lora", "task=mrpc", "seed=2", "mask=fish"),
+             ("ablation_warmup_cpu", "+pair=lora", "mask=fish", "mask.warmup_steps=10", "seed=1"),
+             ("ablation_samples_cpu", "+pair=lora", "mask=fish", "mask.num_samples=256", "seed=1"),
+             ("ablation_labels_cpu", "+pair=lora", "mask=fish", "mask.labels=expected", "seed=1")]
+    assert all(key(*cell) == fish for cell in same)
+    assert all(key(*cell) != fish for cell in other)
+
+
 def _tiny_cell(experiment: str) -> list[str]:
     """The first masked cell of the experiment on a shipped task, its model replaced by tiny-bert."""
     for cell in expand(experiment):
