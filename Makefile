@@ -12,6 +12,8 @@ TEST_JOBS ?= 2
 CPU_RUNS  ?= results/runs/cpu
 JOBS      ?= 2
 LAUNCHER  ?= hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS)
+# a checkpoint every 25 steps (minutes of a CPU cell): an interrupted sweep resumes mid-epoch
+CPU_CHECKPOINTS ?= train.checkpoint_every=25
 CPU_EXPERIMENTS := table3_cpu table3_cpu_r1 table1_cpu ablation_warmup_cpu ablation_keep_cpu \
                    ablation_samples_cpu ablation_scope_cpu ablation_labels_cpu
 # reproduce (paper scale): Hub models on CUDA; GPU_LAUNCHER=hydra/launcher=slurm spreads the cells over a cluster.
@@ -59,7 +61,7 @@ report: install  ## tables and figures from results/runs
 reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the ablations; ~3 days on 2 cores), then the report
 	test ! -d results/study/minilm-l6-cpu || $(BIN)/python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-cpu $(CPU_RUNS)
 	test ! -d results/study/minilm-l6-methods || $(BIN)/python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-methods $(CPU_RUNS)
-	for e in $(CPU_EXPERIMENTS); do $(OFFLINE) $(BIN)/fishtune run -m experiment=$$e runs_root=$(CPU_RUNS) $(LAUNCHER) \
+	for e in $(CPU_EXPERIMENTS); do $(OFFLINE) $(BIN)/fishtune run -m experiment=$$e runs_root=$(CPU_RUNS) $(LAUNCHER) $(CPU_CHECKPOINTS) \
 	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
 	$(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu
 	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu

@@ -9,5 +9,8 @@ set -u
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 FT=${FISHTUNE:-.venv/bin/fishtune}
-exec $FT run -m experiment=methods_mrpc hydra/launcher=parallel "hydra.launcher.n_jobs=${JOBS:-2}" "$@" \
+# A checkpoint every 25 steps (~3-6 min of one cell), not only at epoch ends, so a killed session
+# loses minutes, not an epoch (execution-only: the run folders stay the same).
+exec $FT run -m experiment=methods_mrpc hydra/launcher=parallel "hydra.launcher.n_jobs=${JOBS:-2}" \
+  train.checkpoint_every=25 "$@" \
   > results/sweeps-methods.log 2>&1
