@@ -39,7 +39,7 @@ OUTCOMES: list[str] = []
 # launching process sets it for every job through `hydra.job.env_set`), and the launching process
 # counts them in its summary.
 OUTCOME_ENV = "FISHTUNE_OUTCOMES"
-_LOGGING_SET = False  # set by `_quiet_libraries`; still False in a launcher's worker process
+_LAUNCHER = False  # True in the process that ran `fishtune run`; False in a launcher's worker process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: list[str]) -> int:
     import hydra
 
+    global _LAUNCHER
+    _LAUNCHER = True
     _quiet_libraries()
     OUTCOMES.clear()
     multirun = [a for a in args if a in ("-m", "--multirun")]
@@ -145,7 +147,7 @@ def _run_job(cfg) -> str:
     from .errors import DivergedError, FishtuneError
     from .runner import run_experiment
 
-    if not _LOGGING_SET:  # a launcher's worker process (joblib, submitit): same logs, prefixed by the cell
+    if not _LAUNCHER:  # a launcher's worker process (joblib, submitit): same logs, prefixed by this cell
         from hydra.core.hydra_config import HydraConfig
 
         _quiet_libraries(prefix=f"[fishtune #{HydraConfig.get().job.num}] ")
@@ -183,8 +185,6 @@ def _summarise(outcomes: list[str], *, multirun: bool, elsewhere: int = 0) -> in
 
 def _quiet_libraries(prefix: str = "[fishtune] ") -> None:
     """fishtune's INFO lines on stderr (`prefix` first), the libraries' chatter off."""
-    global _LOGGING_SET
-    _LOGGING_SET = True
     logging.basicConfig(level=logging.INFO, format=f"{prefix}%(message)s", stream=sys.stderr, force=True)
     for noisy in ("transformers", "peft", "datasets", "httpx", "huggingface_hub", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
