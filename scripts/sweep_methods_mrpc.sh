@@ -4,7 +4,9 @@
 # idles while cells remain). The grid runs every vanilla cell, then every FISH cell, then the random
 # and reverse controls (mask varies slowest). Resumable: rerun after an interruption, complete cells
 # are skipped and partial ones resume from their last checkpoint.
-#   nohup scripts/sweep_methods_mrpc.sh > /tmp/sweep.log 2>&1 &      # JOBS=1 when the other core is busy
+#   nohup setsid scripts/sweep_methods_mrpc.sh > /tmp/sweep.log 2>&1 &   # JOBS=1 when the other core is busy
+# Stop it with `kill -KILL -- -<its pgid>` (the joblib workers outlive a SIGTERM to the launcher);
+# the cells resume from their last checkpoint on the next run.
 set -u
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
