@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 run: install  ## the main job: MiniLM-L6 + LoRA on MRPC (shipped model and data; ~5 min on 2 cores)
 	$(OFFLINE) $(BIN)/fishtune run
 
-test: install  ## the fast test suite (~1.5 min on 2 cores; no network, no GPU; TEST_JOBS pytest-xdist workers)
+test: install  ## the fast test suite (no network, no GPU; TEST_JOBS pytest-xdist workers; README: Tests)
 	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_JOBS)
 
 test-slow: install  ## the slow tests (real processes killed and resumed, real MiniLM, launchers, the wheel); CI runs both

@@ -162,7 +162,7 @@ def check_train_size(cfg: DictConfig, loaded: int) -> None:
     from .tasks import get_task
 
     cap, published = cfg.train.get("max_train_samples"), get_task(cfg.task.name).train_size
-    if cap is not None and effective_max_train_samples(cfg) is None and loaded > cap:
+    if cap is not None and cap >= published and loaded > cap:
         raise ConfigError(
             f"train.max_train_samples={cap} is at least {cfg.task.name}'s published train size ({published:,}), "
             f"so fishtune treats it as the whole split, but the train split found has {loaded:,} examples; "

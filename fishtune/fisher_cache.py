@@ -42,22 +42,15 @@ class CachedFisher:
 
 def cache_key(cfg: DictConfig, runtime: dict[str, str]) -> str:
     """16 hex digits naming the Fisher estimate `cfg` asks for (module docstring)."""
-    import torch
-    import transformers
-
     from .provenance import AT_IMPORT
+    from .record import library_versions
 
     config = comparable_config(cfg, runtime=runtime, seed=True)
     for key in SELECTION_KEYS:
         config.get("mask", {}).pop(key, None)
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
-    for name in ("peft", "adapters"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
     data = {"dir": str(cfg.data.get("dir")), "source": str(cfg.data.get("source"))}
-    return digest({"config": config, "data": data, "code": AT_IMPORT["source_sha256"], "versions": versions}, 16)
+    return digest({"config": config, "data": data, "code": AT_IMPORT["source_sha256"],
+                   "versions": library_versions()}, 16)
 
 
 def cache_path(cfg: DictConfig, key: str) -> Path:

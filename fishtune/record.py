@@ -21,7 +21,7 @@ from .errors import FishtuneError
 from .provenance import AT_IMPORT
 
 RECORD_NAME = "results.json"
-_LIBRARIES = ("fishtune", "torch", "transformers", "peft", "datasets", "hydra-core", "omegaconf", "numpy")
+_LIBRARIES = ("fishtune", "torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "omegaconf", "numpy")
 
 
 class RunRecord:
@@ -54,14 +54,20 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """Versions, git revision and hardware: enough to say how a number was made."""
-    versions = {"python": platform.python_version()}
+def library_versions() -> dict[str, str | None]:
+    """Python's and each library's version (None: not installed)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for lib in _LIBRARIES:
         try:
             versions[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             versions[lib] = None
+    return versions
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, git revision and hardware: enough to say how a number was made."""
+    versions = library_versions()
     hardware = {"device": str(device), "cpu_count": _cpu_count(), "platform": platform.platform()}
     if device.type == "cuda":
         hardware["gpu"] = torch.cuda.get_device_name(device)
