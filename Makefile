@@ -42,10 +42,10 @@ run: install  ## the main job: MiniLM-L6 + LoRA on MRPC (shipped model and data;
 	$(OFFLINE) $(BIN)/fishtune run
 
 test: install  ## the fast test suite (no network, no GPU; TEST_JOBS pytest-xdist workers; README: Tests)
-	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_JOBS)
+	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal
 
 test-slow: install  ## the slow tests (real processes killed and resumed, real MiniLM, launchers, the wheel); CI runs both
-	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_JOBS) -m slow
+	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal -m slow
 
 bench: install  ## the CPU speed benchmark (writes results/bench/*.json)
 	$(OFFLINE) $(BIN)/fishtune bench

@@ -336,6 +336,7 @@ def _readme_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
+@pytest.mark.slow  # an 18-layer model through warm-up, Fisher and training (~8 s)
 def test_readme_own_loop_snippet_runs(tmp_path: Path, monkeypatch) -> None:
     """The first block, verbatim but for its `...` line, which becomes a real training loop."""
     (block, _) = _readme_blocks()
@@ -358,6 +359,7 @@ def test_readme_own_loop_snippet_runs(tmp_path: Path, monkeypatch) -> None:
     assert _frozen_changed(model, initial, mask.mask) == 0 < _moved(model, initial, mask.mask)
 
 
+@pytest.mark.slow  # two transformers Trainer runs on MiniLM (~4 s)
 def test_readme_trainer_snippet_keeps_frozen_entries_bit_identical(tmp_path: Path) -> None:
     """The second block with transformers' Trainer + PEFT LoRA, AdamW with weight decay, gradient
     accumulation 2 and clipping: every frozen entry is bit-identical afterwards."""

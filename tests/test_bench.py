@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from fishtune.bench import COMPARISONS, main
 
 TIMED = ("step", "fisher", "epoch", "inference")
 
 
+@pytest.mark.slow  # every comparison of the benchmark (~6 s)
 def test_bench_tiny_writes_all_comparisons(tmp_path, capsys, monkeypatch):
     workdir, out = tmp_path / "cwd", tmp_path / "out"
     workdir.mkdir()

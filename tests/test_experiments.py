@@ -82,6 +82,7 @@ def test_the_command_line_narrows_a_sweep() -> None:
     assert [sorted(c) for c in cells] == [sorted([*common, "mask=none"]), sorted([*common, "mask=fish"])]
 
 
+@pytest.mark.slow  # ~30 composes (~6 s)
 def test_cells_shared_between_experiments_are_the_same_run_folders() -> None:
     """The default cell of each ablation and table1_cpu's LoRA cells are table3_cpu's (skipped once done)."""
     base = ["+pair=lora", "task=mrpc", "seed=2"]
@@ -151,6 +152,7 @@ def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
+@pytest.mark.slow  # a sweep run twice (~5 s)
 def test_a_finished_sweep_rerun_trains_nothing(run_cli, tmp_path: Path, capsys) -> None:
     """Resumable and idempotent: the second run of a 2-cell experiment skips both, touching no file."""
     sweep = ["-m", "experiment=table3_cpu", "mask=none,random", "task=mrpc", "seed=1", *FAST]  # random: no Fisher

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -55,6 +56,7 @@ def test_reverse_reads_the_fish_runs_fisher_and_gets_the_mask_it_would_estimate(
     assert cached_reverse["score"] == fresh["score"]
 
 
+@pytest.mark.slow  # four CLI runs (~6 s)
 def test_settings_that_change_the_estimate_miss(run_cli, tmp_path: Path) -> None:
     assert run_cli(*CELL, "mask=fish") == 0
     assert run_cli(*CELL, "mask=reverse", "mask.num_samples=8") == 0

@@ -355,6 +355,7 @@ def _fixture(runs: Path) -> None:
     _record(runs, task="rte", mask="fish", seed=3, score=0.0, status="failed")
 
 
+@pytest.mark.slow  # two reports with figures (~8 s)
 def test_a_report_is_byte_identical_when_regenerated(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _fixture(runs)
