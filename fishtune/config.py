@@ -13,6 +13,7 @@ from .errors import ConfigError
 
 # Keys that change how a run is executed or logged, not what it computes: they are left out
 # of the run-folder digest, so resuming with e.g. train.resume=false reaches the same folder.
+_VANILLA_MASK_KEYS = ("name", "keep_match", "tag")  # configs/mask/none.yaml: all a `mask=none` cell is
 _DIGEST_EXCLUDE = {
     "output_dir",
     "runs_root",
@@ -135,6 +136,10 @@ def comparable_config(cfg: DictConfig, *, runtime: dict[str, str] | None = None,
         if isinstance(node, dict):
             node.pop(leaf, None)
     data.pop("hydra", None)
+    if isinstance(data.get("mask"), dict) and data["mask"].get("name") == "none":
+        # A vanilla cell has no mask: keys a pair sets for its masked cells (mask.fisher_at, ...)
+        # cannot act on it, so they must not make it another run than plain `mask=none`.
+        data["mask"] = {k: v for k, v in data["mask"].items() if k in _VANILLA_MASK_KEYS}
     data.setdefault("train", {}).update(runtime)
     data["train"]["max_train_samples"] = effective_max_train_samples(cfg)
     if not seed:

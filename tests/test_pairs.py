@@ -59,3 +59,20 @@ def test_pair_counts_are_equal(bases, pair: str, arch: str) -> None:
     if pair != "full":
         assert k == v.count(v.candidates) and m.count(m.dense) == v.count(v.dense)
     assert 1.5 * k < m.count(m.candidates) < 2.5 * k or pair == "full"   # the masked method is about twice as large
+
+
+def test_the_full_pair_masks_with_the_fisher_at_init_and_its_own_rate() -> None:
+    """The original FISH Mask on the backbone: Fisher at init (no dense warm-up) and lr 2e-3 for the
+    masked cells (measured, configs/pair/full.yaml); the dense vanilla cell keeps full's 5e-5."""
+    vanilla = _compose("+pair=full", "mask=none")
+    for mask in ("fish", "random", "reverse"):
+        masked = _compose("+pair=full", f"mask={mask}")
+        assert masked.train.lr == 2e-3 and masked.mask.fisher_at == "init"
+    assert vanilla.train.lr == vanilla.method.lr == 5e-5
+
+
+def test_mask_keys_cannot_make_a_vanilla_cell_another_run() -> None:
+    """Keys a pair sets for its masked cells do nothing without a mask: same run folder."""
+    plain = config_digest(_compose("method=lora", "mask=none"))
+    assert config_digest(_compose("method=lora", "mask=none", "+mask.fisher_at=init", "+mask.num_samples=8")) == plain
+    assert config_digest(_compose("method=lora", "mask=fish")) != config_digest(_compose("method=lora", "mask=fish", "mask.fisher_at=init"))
