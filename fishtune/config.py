@@ -13,7 +13,6 @@ from .errors import ConfigError
 
 # Keys that change how a run is executed or logged, not what it computes: they are left out
 # of the run-folder digest, so resuming with e.g. train.resume=false reaches the same folder.
-_VANILLA_MASK_KEYS = ("name", "keep_match", "tag")  # configs/mask/none.yaml: all a `mask=none` cell is
 _DIGEST_EXCLUDE = {
     "output_dir",
     "runs_root",
@@ -28,6 +27,9 @@ _DIGEST_EXCLUDE = {
     "data.dir",
     "data.source",
 }
+# The mask keys of a `mask=none` cell (configs/mask/none.yaml): the rest of a vanilla cell's mask
+# cannot act on it, so `comparable_config` drops it.
+_VANILLA_MASK_KEYS = ("name", "keep_match", "tag")
 
 MASK_STRATEGIES = ("none", "fish", "random", "reverse")
 MASK_CONFIGS = (*MASK_STRATEGIES, "fish_live")
