@@ -400,21 +400,34 @@ def test_every_committed_study_has_its_tables() -> None:
     assert "minilm-l6" in STUDIES and len(STUDIES) == len(list((REPO / "results" / "study").iterdir()))
 
 
-@pytest.mark.parametrize("study", STUDIES)
-def test_the_committed_tables_regenerate_byte_for_byte(study: str, tmp_path: Path) -> None:
-    """results/tables/<study> == `fishtune report --runs results/study/<study>`, file for file."""
+def _regenerate_and_compare(study: str, out: Path, *, figures: bool) -> None:
+    """`fishtune report --runs results/study/<study>` into `out` equals results/tables/<study>, file
+    for file (figures only with `figures`, and compared byte for byte only under FIGURES_MATPLOTLIB)."""
     import matplotlib
 
     committed = REPO / "results" / "tables" / study
-    out = tmp_path / study
-    assert report_main(["--runs", str(REPO / "results" / "study" / study), "--out", str(out)]) == 0
+    assert report_main(["--runs", str(REPO / "results" / "study" / study), "--out", str(out)]
+                       + ([] if figures else ["--no-figures"])) == 0
+    is_figure = lambda name: name.endswith((".png", ".pdf"))  # noqa: E731
     files = sorted(p.name for p in out.iterdir())
-    assert files == sorted(p.name for p in committed.iterdir())
-    texts = [f for f in files if not f.endswith((".png", ".pdf"))]
-    figures = [f for f in files if f.endswith((".png", ".pdf"))] if matplotlib.__version__ == FIGURES_MATPLOTLIB else []
-    _, mismatch, errors = filecmp.cmpfiles(committed, out, texts + figures, shallow=False)
+    assert files == sorted(p.name for p in committed.iterdir() if figures or not is_figure(p.name))
+    compared = [f for f in files if not is_figure(f) or matplotlib.__version__ == FIGURES_MATPLOTLIB]
+    _, mismatch, errors = filecmp.cmpfiles(committed, out, compared, shallow=False)
     assert not mismatch and not errors, f"regenerate with `fishtune report --runs results/study/{study} " \
                                         f"--out results/tables/{study}`: {mismatch}"
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_committed_tables_regenerate_byte_for_byte(study: str, tmp_path: Path) -> None:
+    """results/tables/<study>'s tables (CSV, Markdown, LaTeX) == the report of results/study/<study>."""
+    _regenerate_and_compare(study, tmp_path / study, figures=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_committed_tables_and_figures_regenerate_byte_for_byte(study: str, tmp_path: Path) -> None:
+    """The same with the figures (matplotlib drawing them is most of the time: slow suite)."""
+    _regenerate_and_compare(study, tmp_path / study, figures=True)
 
 
 def test_methods_table_script_joins_scores_counts_shares_and_times(tmp_path: Path) -> None:
