@@ -76,6 +76,23 @@ def test_every_experiment_expands_to_its_grid(experiment: str) -> None:
         validate(_compose(*cell))
 
 
+REPRODUCED = ("table3_cpu", "table3_cpu_r1", "table1_cpu", "ablation_warmup_cpu", "ablation_keep_cpu",
+              "ablation_samples_cpu", "ablation_scope_cpu", "ablation_labels_cpu", "table3", "table1", "table6")
+
+
+@pytest.mark.parametrize("experiment", REPRODUCED)
+def test_a_sweep_finishes_whole_comparisons_in_turn(experiment: str) -> None:
+    """The cells of one (task, model, seed) are one contiguous run of the sweep, with every mask in it:
+    a sweep stopped at a session's end leaves complete pairs for the paired statistics, and the FISH
+    and reverse cells that share a Fisher estimate run minutes apart, not hours."""
+    cells = expand(experiment)
+    unit = [tuple(o for o in c if o.split("=", 1)[0] in ("task", "model", "seed")) for c in cells]
+    blocks = [u for i, u in enumerate(unit) if i == 0 or u != unit[i - 1]]
+    assert len(blocks) == len(set(unit)), "a (task, model, seed) comes back after others"
+    masks = {o for c in cells for o in c if o.startswith("mask=")}
+    assert {o for c in cells[: len(cells) // len(blocks)] for o in c if o.startswith("mask=")} == masks
+
+
 def test_the_command_line_narrows_a_sweep() -> None:
     cells = expand("table3_cpu", "mask=none,fish", "task=mrpc", "seed=1")
     common = ["+pair=lora", "task=mrpc", "seed=1", "experiment=table3_cpu"]
