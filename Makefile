@@ -9,7 +9,8 @@ TEST_JOBS ?= 2
 # reproduce-cpu: its own runs folder (runs_root is not part of a config), two single-thread cells at a
 # time (hydra/launcher=parallel: joblib, from the `cluster` extra that `make install` includes);
 # LAUNCHER= runs the cells one after the other in this process.
-CPU_RUNS  ?= results/runs/cpu
+# (beside results/runs, not in it: `fishtune report` and snapshots of results/runs never see their restored copies)
+CPU_RUNS  ?= results/runs-cpu
 JOBS      ?= 2
 LAUNCHER  ?= hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS)
 # a checkpoint every 25 steps (minutes of a CPU cell): an interrupted sweep resumes mid-epoch
@@ -17,7 +18,7 @@ CPU_CHECKPOINTS ?= train.checkpoint_every=25
 CPU_EXPERIMENTS := table3_cpu table3_cpu_r1 table1_cpu ablation_warmup_cpu ablation_keep_cpu \
                    ablation_samples_cpu ablation_scope_cpu ablation_labels_cpu
 # reproduce (paper scale): Hub models on CUDA; GPU_LAUNCHER=hydra/launcher=slurm spreads the cells over a cluster.
-GPU_RUNS  ?= results/runs/gpu
+GPU_RUNS  ?= results/runs-gpu
 GPU_LAUNCHER ?=
 GPU_EXPERIMENTS := table3 table1 table6
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Copy the records (results.json + config.yaml) of complete runs into a folder kept in git.
 
-    python scripts/snapshot_records.py results/runs/cpu results/study/minilm-l6-cpu
+    python scripts/snapshot_records.py results/runs-cpu results/study/minilm-l6-cpu
     python scripts/snapshot_records.py results/runs results/study/minilm-l6 --model minilm-l6 --task mrpc --task rte
 
 Only complete runs of real models are copied: runs that are running, interrupted, failed or diverged
@@ -16,7 +16,7 @@ The other way, `--keep-existing` restores committed records into a runs folder w
 record already there (a live or newer run keeps its own), so that a sweep rerun on a fresh clone
 skips every committed cell (`make reproduce-cpu` does this first):
 
-    python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-cpu results/runs/cpu
+    python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-cpu results/runs-cpu
 """
 
 from __future__ import annotations

@@ -239,15 +239,18 @@ def test_make_reproduce_cpu_runs_every_cpu_experiment_then_reports() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     cpu = [p.stem for p in EXPERIMENTS.glob("*_cpu*.yaml")]
-    listed = re.search(r"for e in ([^;]+); do .*fishtune run -m experiment=\$e runs_root=results/runs/cpu", out.stdout)
-    assert listed and sorted(listed.group(1).split()) == sorted(cpu)
-    restore = [f"snapshot_records.py --keep-existing results/study/{s} results/runs/cpu" for s in
+    listed = re.search(r"for e in ([^;]+); do .*fishtune run -m experiment=\$e runs_root=(\S+)", out.stdout)
+    assert listed and sorted(listed.group(1).split()) == sorted(cpu) and listed.group(2) == "results/runs-cpu"
+    restore = [f"snapshot_records.py --keep-existing results/study/{s} results/runs-cpu" for s in
                ("minilm-l6-cpu", "minilm-l6-methods")]  # committed cells are skipped on a fresh clone
     assert all(0 <= out.stdout.find(r) < listed.start() for r in restore)
-    assert "scripts/snapshot_records.py results/runs/cpu results/study/minilm-l6-cpu" in out.stdout
+    assert "scripts/snapshot_records.py results/runs-cpu results/study/minilm-l6-cpu" in out.stdout
     assert "fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu" in out.stdout
-    gpu = re.search(r"for e in ([^;]+); do .*experiment=\$e train.device=cuda", out.stdout)
+    gpu = re.search(r"for e in ([^;]+); do .*experiment=\$e train.device=cuda runs_root=(\S+)", out.stdout)
     assert gpu and sorted(gpu.group(1).split()) == ["table1", "table3", "table6"]
+    # Neither runs folder sits inside the default one, results/runs: a report or a snapshot of it would
+    # pick up the copies the reproduction restores there (as duplicates of the user's own runs).
+    assert not any(root.startswith("results/runs/") for root in (listed.group(2), gpu.group(2)))
 
 
 def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) -> None:
