@@ -344,6 +344,20 @@ def test_ablation_table_follows_the_one_key_that_varies(tmp_path: Path) -> None:
     assert set(warm["n"]) == {2} and set(warm["series"]) == {"minilm-l6 / lora / fish"}
 
 
+def test_a_key_that_changes_the_method_is_not_an_ablation(tmp_path: Path) -> None:
+    # vanilla LoRA r=8 and vanilla DoRA r=8 differ only in method.name: two rows of Table 1, not a
+    # "score vs method.name" series (the committed CPU study drew one before this test)
+    runs = tmp_path / "runs"
+    for name in ("lora", "dora"):
+        folder = _record(runs, task="mrpc", mask="none", seed=1, score=80.0, method_tag=f"{name}-r8",
+                         config={"method.name": name}, folder_name=name)
+        rec = json.loads((folder / "results.json").read_text())
+        (folder / "results.json").write_text(json.dumps({**rec, "method": name}))
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    assert pd.read_csv(out / "ablation.csv").empty
+
+
 def _fixture(runs: Path) -> None:
     """A small study with every kind of row and status, for the byte-identity test."""
     _contrastive(runs, {"none": [70.0, 72.0], "fish": [71.0, 73.5], "random": [69.0, 70.0], "reverse": [60.0, 50.0]},

@@ -1,15 +1,19 @@
 """Ablations: the dev score against one config key, wherever the records vary exactly that key.
 
 Generic, driven by the comparable configs the records carry (`row_config`): for a key k, rows of a
-task whose configs are equal except for k (tags left out: they follow the keys) form a series; a
-series with at least two values of k is an ablation (keep ratio, Fisher samples, warm-up steps,
+task of one model, method and kind (vanilla / fish / random / reverse) whose configs are equal except
+for k (tags left out: they follow the keys) form a series; a series with at least two values of k is
+an ablation (keep ratio, Fisher samples, warm-up steps,
 scope, labels, `fisher_at`, learning rate, ... — whatever the experiment files swept). One figure
-per key, a panel per task, a line per series: mean ± std over seeds at each value.
+per key, a panel per task, a line per series: mean ± std over seeds at each value. A key that
+changes the method or the kind (vanilla LoRA r=8 and vanilla DoRA r=8 differ only in `method.name`)
+is a different row of Table 1, not an ablation, so it never joins a series.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +22,11 @@ from .cells import tasks_in
 from .figures import plotting, save, slug, styles
 
 
-def _rest(config: dict, key: str) -> tuple:
-    return tuple(sorted((k, str(v)) for k, v in config.items() if k != key and not k.endswith(".tag")))
+def _rest(row: Any, key: str) -> tuple:
+    """What a series holds fixed: the row's model, method and kind, and every config key but `key`."""
+    config = row.row_config
+    return (row.model, row.method, row.kind,
+            *sorted((k, str(v)) for k, v in config.items() if k != key and not k.endswith(".tag")))
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,7 +41,7 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
         series: dict[tuple, list] = {}
         for row in rows.itertuples(index=False):
             if key in row.row_config:
-                series.setdefault(_rest(row.row_config, key), []).append(row)
+                series.setdefault(_rest(row, key), []).append(row)
         series = {rest: members for rest, members in series.items()
                   if len({str(m.row_config[key]) for m in members}) > 1}
         labels = _series_labels(series)
@@ -63,9 +70,9 @@ def _series_labels(series: dict[tuple, list]) -> dict[tuple, str]:
         if len(same) == 1:
             labels[rest] = text
             continue
-        configs = [dict(r) for r in same]
+        configs = [dict(r[3:]) for r in same]
         differ = sorted(k for k in {k for c in configs for k in c} if len({c.get(k) for c in configs}) > 1)
-        mine = dict(rest)
+        mine = dict(rest[3:])
         labels[rest] = text + " [" + ", ".join(f"{k.rsplit('.', 1)[-1]}={mine.get(k)}" for k in differ) + "]"
     return labels
 
