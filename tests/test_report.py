@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -464,3 +465,47 @@ def test_methods_table_script_joins_scores_counts_shares_and_times(tmp_path: Pat
     assert lines[3] == ("| minilm-l6 / lora-r16 / fish | fish | 100 | 0 | – | 200 | lora_A 40.0% | 4 | 2 | 60.00 | "
                         "40.00 | 50.00 (majority class) |")
     assert script.main([str(tmp_path / "nothing")]) == 2
+
+
+# --- the README's result tables ------------------------------------------------------------------
+
+_CONFIG_ROW = re.compile(r"^\| [\w.-]+ / [\w.-]+ / ")          # `| model / method / mask ... |`
+_SCORE = re.compile(r"^-?\d+\.\d\d(?: ± \d+\.\d\d)?(?= \(| \[|$)")  # 82.25, 82.25 ± 0.34, 74.80 (majority class)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_every_result_row_in_the_readme_is_a_row_of_a_committed_table(tmp_path: Path) -> None:
+    """Each README table row of a config (`| minilm-l6 / lora-r8 / none | ... |`) has every score it
+    shows (two decimals, with its ± std) in a row of that config in results/tables/*/*.md, or in the
+    issue-9 methods table, which scripts/methods_table.py builds from the seed-1 report of the
+    methods study: a README number is never typed by hand or left stale after a regeneration."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("methods_table", REPO / "scripts" / "methods_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    seed1 = tmp_path / "methods-seed1"
+    assert _report(REPO / "results" / "study" / "minilm-l6-methods", seed1, "--seed", "1") == 0
+    sources = [p.read_text(encoding="utf-8") for p in sorted((REPO / "results" / "tables").glob("*/*.md"))]
+    sources.append(script.methods_table(seed1, "mrpc"))
+    rows: dict[str, list[list[str]]] = {}
+    for text in sources:
+        for line in text.splitlines():
+            if _CONFIG_ROW.match(line):
+                cells = _cells(line)
+                rows.setdefault(cells[0], []).append(cells)
+    checked, stale = 0, []
+    for number, line in enumerate((REPO / "README.md").read_text(encoding="utf-8").splitlines(), 1):
+        if not _CONFIG_ROW.match(line):
+            continue
+        cells = _cells(line)
+        scores = [m.group(0) for m in map(_SCORE.match, cells[1:]) if m]
+        found = any(all(any(c == s or c.startswith(s + " ") for c in row) for s in scores)
+                    for row in rows.get(cells[0], []))
+        checked += 1
+        if not found:
+            stale.append(f"README.md:{number}: {cells[0]} {scores}")
+    assert checked >= 40 and not stale, "\n".join(stale)
