@@ -22,7 +22,7 @@ GPU_RUNS  ?= results/runs-gpu
 GPU_LAUNCHER ?=
 GPU_EXPERIMENTS := table3 table1 table6
 
-.PHONY: help install run test test-slow bench report reproduce reproduce-cpu clean
+.PHONY: help install run test test-slow bench report reproduce reproduce-cpu progress-cpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the abla
 	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
 	$(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu
 	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu
+
+progress-cpu: install  ## how much of reproduce-cpu is done, per experiment (CPU_RUNS=results/study/minilm-l6-cpu: what is committed)
+	$(OFFLINE) $(BIN)/fishtune plan --brief experiment=$$(echo $(CPU_EXPERIMENTS) | tr ' ' ,) runs_root=$(CPU_RUNS)
 
 reproduce: install  ## the paper-scale study (Hub models on a CUDA GPU: Tables 1, 3, 6), then the report
 	for e in $(GPU_EXPERIMENTS); do $(BIN)/fishtune run -m experiment=$$e train.device=cuda runs_root=$(GPU_RUNS) $(GPU_LAUNCHER) \

@@ -1,4 +1,4 @@
-"""`fishtune run|report|bench|export`: a thin dispatcher in front of the Hydra app and the tools.
+"""`fishtune run|plan|report|bench|export`: a thin dispatcher in front of the Hydra app and the tools.
 
 Hydra owns `fishtune run ...` (overrides, `-m` multirun, `--help`, `--cfg job`); the other
 commands use argparse. Each run is isolated: a failing cell is recorded and the sweep goes on;
@@ -19,6 +19,8 @@ commands:
   run [overrides]     train one configuration (Hydra overrides, e.g. task=rte mask=fish method.r=16);
                       `fishtune run -m task=cola,mrpc seed=1,2,3` sweeps a grid; `fishtune run --help`
                       lists the config groups and keys
+  plan [overrides]    the cells a sweep with these overrides runs and which of them are done
+                      (`fishtune plan experiment=table3_cpu runs_root=results/runs-cpu`)
   report [options]    aggregate run records into CSV/LaTeX tables and figures (`fishtune report --help`)
   bench [options]     speed benchmark: masked vs vanilla step, Fisher estimators, epoch throughput
   export RUN_DIR [--merge] [--out DIR]
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fishtune: {'terminated (SIGTERM)' if terminated else 'interrupted'}; rerun the same command to "
                   "resume from the last checkpoint", file=sys.stderr)
             return 143 if terminated else 130
+    if command == "plan":
+        from .plan import main as plan_main
+
+        return plan_main(rest)
     if command == "report":
         from .report.cli import main as report_main
 
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         from .export import main as export_main
 
         return export_main(rest)
-    print(f"fishtune: error: unknown command {command!r}; choose run, report, bench or export\n\n{USAGE}", file=sys.stderr)
+    print(f"fishtune: error: unknown command {command!r}; choose run, plan, report, bench or export\n\n{USAGE}", file=sys.stderr)
     return 2
 
 

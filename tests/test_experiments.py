@@ -184,6 +184,40 @@ def test_a_finished_sweep_rerun_trains_nothing(run_cli, tmp_path: Path, capsys) 
     assert run_cli(*sweep) == 0
     assert "2 cells: 0 completed, 2 skipped" in capsys.readouterr().err
     assert _snapshot(tmp_path / "runs") == before
+    # `fishtune plan` names the same folders as the runs it plans: both cells done
+    from conftest import TINY
+    from fishtune.cli import main
+
+    assert main(["plan", *TINY, f"runs_root={tmp_path / 'runs'}", *sweep]) == 0
+    assert "2 cells: 2 complete, 0 to run\n" in capsys.readouterr().out
+    assert _snapshot(tmp_path / "runs") == before
+
+
+def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, capsys) -> None:
+    """`fishtune plan` expands a sweep as `fishtune run -m` does and reads each cell's record."""
+    from fishtune.plan import main as plan_main
+    from fishtune.plan import plan
+
+    sweep = ["experiment=table3_cpu", "task=mrpc", "seed=1", f"runs_root={tmp_path}"]
+    cells = plan(sweep)
+    assert [c.overrides for c in cells] == [("+pair=lora", f"mask={m}") for m in ("none", "fish", "random", "reverse")]
+    assert {c.status for c in cells} == {"missing"}
+    assert cells[0].folder == tmp_path / "mrpc" / "minilm-l6" / "lora-r8" / "none" / cells[0].folder.name
+    for cell, content in zip(cells, ['{"status": "complete", "score": 81.5}', '{"status": "running"}', "{broken"]):
+        cell.folder.mkdir(parents=True)
+        (cell.folder / "results.json").write_text(content)
+    assert [(c.status, c.score) for c in plan(sweep)] == [("complete", 81.5), ("stopped", None),
+                                                          ("malformed", None), ("missing", None)]
+    assert plan_main(["-m", *sweep]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{' '.join(sweep)}: 4 cells: 1 complete, 1 to run, 1 malformed, 1 stopped\n")
+    assert "mask=none" not in out and len(out.splitlines()) == 4  # only what is not complete
+    # two experiment files: each with its own grid, shared cells counted once in the total
+    assert plan_main(["experiment=table3_cpu,ablation_scope_cpu", "seed=1", f"runs_root={tmp_path}"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("all: 17 cells: 1 complete, 14 to run")  # 16 + 2, less the shared FISH cell
+    assert plan_main(["experiment=nope"]) == 2
+    assert "cannot compose experiment=nope" in capsys.readouterr().err
 
 
 def test_outcomes_of_cells_run_elsewhere_are_counted(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -1,0 +1,158 @@
+"""`fishtune plan`: what a sweep will run and how much of it is done, without running anything.
+
+The cells are the ones `fishtune run -m <overrides>` runs, in the order it runs them: Hydra's own
+BasicSweeper takes the cartesian product of the experiment's `hydra.sweeper.params` and the command
+line (a command-line key replaces the file's values). Each cell is composed and validated as a run
+would be, its run folder is named the same way (`config.run_dir`), and the status of the record
+there is read: complete (collapsed runs included), running (a live process holds the folder's lock),
+stopped (the record says running but no process on this machine holds the lock: killed, or on a
+cluster maybe running on another node; a rerun resumes it), interrupted (Ctrl-C / SIGTERM; a rerun
+resumes it), failed, diverged, malformed (the record cannot be read) or missing. Nothing is written.
+
+The run folder's name holds the device type and precision the cell resolves to. Those are resolved on
+this machine, except that a cell pinned to `train.device=cuda` planned on a machine without CUDA is
+taken to run on a GPU with bf16 (what `train.precision=auto` picks on Ampere and later), so a cluster's
+progress can be read on its login node; `--runtime cuda-fp32` for older GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, FishtuneError
+
+RUNTIMES = {"cpu-fp32": {"device": "cpu", "precision": "fp32"},
+            "cuda-bf16": {"device": "cuda", "precision": "bf16"},
+            "cuda-fp32": {"device": "cuda", "precision": "fp32"}}
+DONE = ("complete",)
+
+
+@dataclass(frozen=True)
+class Cell:
+    overrides: tuple[str, ...]  # what the sweep sets for this cell beyond the command line
+    folder: Path
+    status: str                 # complete, running, stopped, interrupted, failed, diverged, malformed, missing
+    score: float | None = None
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """The cells (lists of overrides) of `fishtune run -m <overrides>`, in sweep order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = compose([o for o in overrides if o.startswith("experiment=")], hydra=True)  # the file's sweep
+    params = cfg.hydra.sweeper.params or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+    (cells,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return cells
+
+
+def compose(overrides: list[str], *, hydra: bool = False):
+    """The run config of `fishtune run <overrides>` (with the `hydra` node if asked)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
+            return hydra_compose(config_name="run", overrides=list(overrides), return_hydra_config=hydra)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"cannot compose {' '.join(overrides) or 'the default config'}: {err}") from err
+
+
+def runtime_of(train_cfg, forced: str | None) -> dict[str, str]:
+    """The device type and precision the cell's folder is named by (see the module docstring)."""
+    import torch
+
+    from .config import resolved_runtime
+
+    if forced:
+        return RUNTIMES[forced]
+    if train_cfg.device == "cuda" and not torch.cuda.is_available():
+        return RUNTIMES["cuda-fp32" if train_cfg.precision == "fp32" else "cuda-bf16"]
+    return resolved_runtime(train_cfg)
+
+
+def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
+    """Every cell of the sweep, with its run folder and the status of its record."""
+    from .config import run_dir, validate
+    from .lock import RunFolderBusy, check_unlocked
+    from .record import RECORD_NAME, read_record
+
+    cells = []
+    for cell in expand(overrides):
+        cfg = compose(cell)
+        validate(cfg)
+        folder = run_dir(cfg, runtime=runtime_of(cfg.train, runtime))
+        try:
+            record = read_record(folder / RECORD_NAME)
+        except FishtuneError:
+            record = {"status": "malformed"}
+        status = (record or {}).get("status", "missing")
+        if status == "running":
+            try:
+                check_unlocked(folder)
+                status = "stopped"
+            except RunFolderBusy:
+                pass
+        score = record.get("score") if record and status == "complete" else None
+        own = tuple(o for o in cell if o not in overrides)
+        cells.append(Cell(own, folder, status, score))
+    return cells
+
+
+def _split_experiments(overrides: list[str]) -> list[list[str]]:
+    """`experiment=a,b` plans a and b in turn (each with its own sweep params); else one plan."""
+    for i, override in enumerate(overrides):
+        key, _, value = override.partition("=")
+        if key == "experiment" and "," in value:
+            return [[*overrides[:i], f"experiment={name}", *overrides[i + 1:]] for name in value.split(",")]
+    return [overrides]
+
+
+def _summary(cells: list[Cell]) -> str:
+    counts = Counter(c.status for c in cells)
+    done = sum(counts[s] for s in DONE)
+    rest = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s not in DONE and s != "missing")
+    return (f"{len(cells)} cells: {done} complete, {counts['missing']} to run"
+            + (f", {rest}" if rest else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fishtune plan",
+        description="The cells a sweep (`fishtune run -m OVERRIDES`) runs and the status of each one's "
+                    "record, without running anything. `experiment=a,b` plans several experiment files.",
+        epilog="example: fishtune plan experiment=table3_cpu runs_root=results/runs-cpu")
+    parser.add_argument("overrides", nargs="*", help="the sweep's Hydra overrides, as given to `fishtune run -m`")
+    parser.add_argument("-m", "--multirun", action="store_true",
+                        help="accepted and ignored, so a `fishtune run -m ...` line can be planned as it is")
+    listing = parser.add_mutually_exclusive_group()
+    listing.add_argument("--all", action="store_true", help="list every cell, not only those not complete")
+    listing.add_argument("--brief", action="store_true", help="only the count lines, no cells")
+    parser.add_argument("--runtime", choices=sorted(RUNTIMES),
+                        help="name folders for this device and precision instead of resolving them here")
+    args = parser.parse_intermixed_args(argv)
+    plans = []
+    try:
+        for overrides in _split_experiments(args.overrides):
+            plans.append((overrides, plan(overrides, runtime=args.runtime)))
+    except FishtuneError as err:
+        print(f"fishtune plan: error: {err}", file=sys.stderr)
+        return 2
+    seen: dict[Path, Cell] = {}
+    for overrides, cells in plans:
+        print(f"{' '.join(overrides) or '(defaults)'}: {_summary(cells)}")
+        for cell in cells:
+            seen.setdefault(cell.folder, cell)
+            if not args.brief and (args.all or cell.status not in DONE):
+                score = f"  {cell.score:.2f}" if cell.score is not None else ""
+                print(f"  {cell.status:<11} {' '.join(cell.overrides):<52} {cell.folder}{score}")
+    if len(plans) > 1:
+        print(f"all: {_summary(list(seen.values()))} (a cell shared between experiments counted once)")
+    return 0
