@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import REPO, records
 from fishtune.config import config_digest, validate
+from fishtune.plan import expand as plan_expand
 
 EXPERIMENTS = REPO / "configs" / "experiment"
 # experiment -> (cells, swept keys). A new experiment file must say here what it sweeps.
@@ -47,15 +46,9 @@ def _compose(*overrides: str, hydra: bool = False):
 
 
 def expand(experiment: str, *cli: str) -> list[list[str]]:
-    """The cells `fishtune run -m experiment=<experiment> <cli>` runs, in order: Hydra's own
-    BasicSweeper takes the cartesian product of `hydra.sweeper.params` and the command line (where a
-    command-line key replaces the file's values)."""
-    cfg = _compose(f"experiment={experiment}", hydra=True)
-    params = cfg.hydra.sweeper.params or {}
-    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]
-                                                         + [f"experiment={experiment}", *cli])
-    (cells,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)
-    return cells
+    """The cells `fishtune run -m experiment=<experiment> <cli>` runs, in order (`fishtune plan`'s
+    expansion: Hydra's own BasicSweeper over `hydra.sweeper.params` and the command line)."""
+    return plan_expand([f"experiment={experiment}", *cli])
 
 
 def _keys(cell: list[str]) -> set[str]:
