@@ -509,3 +509,16 @@ def test_every_result_row_in_the_readme_is_a_row_of_a_committed_table(tmp_path: 
         if not found:
             stale.append(f"README.md:{number}: {cells[0]} {scores}")
     assert checked >= 40 and not stale, "\n".join(stale)
+
+
+_PAIRED_CELL = re.compile(r"[-+]\d+\.\d\d (?:\[[-+]\d+\.\d\d, [-+]\d+\.\d\d\] \(n=\d+\)|\(n=1, no CI\))")
+
+
+def test_every_paired_difference_in_the_readme_is_in_a_committed_paired_table() -> None:
+    """A README table cell such as `+4.48 [+0.67, +8.28] (n=3)` appears verbatim in a committed
+    paired.md (the README lays them out per task; the report lists one comparison per line)."""
+    committed = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "results" / "tables").glob("*/paired.md"))
+    shown = [(n, cell) for n, line in enumerate((REPO / "README.md").read_text(encoding="utf-8").splitlines(), 1)
+             if line.startswith("|") for cell in _PAIRED_CELL.findall(line)]
+    stale = [f"README.md:{n}: {cell}" for n, cell in shown if cell not in committed]
+    assert shown and not stale, "\n".join(stale)
