@@ -22,7 +22,7 @@ GPU_RUNS  ?= results/runs-gpu
 GPU_LAUNCHER ?=
 GPU_EXPERIMENTS := table3 table1 table6
 
-.PHONY: help install run test test-slow bench report reproduce reproduce-cpu progress-cpu clean
+.PHONY: help install run test test-slow bench report reproduce reproduce-cpu progress progress-cpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ reproduce: install  ## the paper-scale study (Hub models on a CUDA GPU: Tables 1
 	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
 	$(BIN)/python scripts/snapshot_records.py $(GPU_RUNS) results/study/paper-gpu
 	$(BIN)/fishtune report --runs results/study/paper-gpu --out results/tables/paper-gpu
+
+progress: install  ## how much of reproduce is done, per experiment (read on any machine: folders named for CUDA bf16)
+	$(OFFLINE) $(BIN)/fishtune plan --brief experiment=$$(echo $(GPU_EXPERIMENTS) | tr ' ' ,) train.device=cuda runs_root=$(GPU_RUNS)
 
 clean:  ## remove the virtual environment and build files (keeps results/)
 	rm -rf $(VENV) build dist *.egg-info
