@@ -522,3 +522,30 @@ def test_every_paired_difference_in_the_readme_is_in_a_committed_paired_table() 
              if line.startswith("|") for cell in _PAIRED_CELL.findall(line)]
     stale = [f"README.md:{n}: {cell}" for n, cell in shown if cell not in committed]
     assert shown and not stale, "\n".join(stale)
+
+
+def test_readme_table3_script_cuts_the_group_and_its_paired_differences_verbatim(tmp_path: Path) -> None:
+    """scripts/readme_table3.py: the FISH row's budget group and a task × comparison grid of its
+    paired differences, every cell as the report wrote it (so the two README checks above pass)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_table3", REPO / "scripts" / "readme_table3.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = tmp_path / "runs"
+    _contrastive(runs, {"none": [70.0, 72.0], "fish": [71.0, 74.0], "random": [70.0, 70.0], "reverse": [60.0, 61.0]})
+    _record(runs, task="mrpc", mask="fish", seed=1, score=99.0, selected=7, config={"mask.keep_ratio": 0.01},
+            folder_name="other-budget")
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    fish = "minilm-l6 / lora-r16 / fish [keep_ratio=None]"
+    group = script.group_table((out / "table3.md").read_text(), fish).splitlines()
+    assert group[0] == "| config | kind | mrpc | rte | avg |" and len(group) == 6  # not the other budget's row
+    assert group[3] == "| minilm-l6 / lora-r16 / fish [keep_ratio=None] | fish | 72.50 ± 2.12 (n=2) | 73.50 ± 2.12 (n=2) | 73.00 |"
+    paired = script.paired_table((out / "paired.md").read_text(), fish).splitlines()
+    assert paired[0] == "| task | FISH − vanilla | FISH − random | FISH − reverse |"
+    assert paired[2] == "| mrpc | +1.50 [-4.85, +7.85] (n=2) | +2.50 [-16.56, +21.56] (n=2) | +12.00 [-0.71, +24.71] (n=2) |"
+    assert [line.split(" | ")[0] for line in paired[2:]] == ["| mrpc", "| rte", "| avg (mrpc,rte)"]
+    committed = (out / "paired.md").read_text()
+    assert all(cell in committed for line in paired[2:] for cell in _PAIRED_CELL.findall(line))
+    assert script.main([str(tmp_path / "nothing"), fish]) == 2
