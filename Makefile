@@ -22,7 +22,7 @@ GPU_RUNS  ?= results/runs-gpu
 GPU_LAUNCHER ?=
 GPU_EXPERIMENTS := table3 table1 table6
 
-.PHONY: help install run test test-slow bench report reproduce reproduce-cpu progress progress-cpu clean
+.PHONY: help install run test test-slow bench report reproduce reproduce-cpu report-cpu progress progress-cpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the abla
 	test ! -d results/study/minilm-l6-methods || $(BIN)/python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-methods $(CPU_RUNS)
 	for e in $(CPU_EXPERIMENTS); do $(OFFLINE) $(BIN)/fishtune run -m experiment=$$e runs_root=$(CPU_RUNS) $(LAUNCHER) $(CPU_CHECKPOINTS) \
 	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
+	$(MAKE) --no-print-directory report-cpu
+
+report-cpu: install  ## copy reproduce-cpu's complete records into results/study/minilm-l6-cpu and rebuild its tables (trains nothing)
 	$(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu
 	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu
 
