@@ -29,7 +29,7 @@ GRIDS = {
     "table3_cpu_r1": (4 * 2 * 3, {"mask", "task", "seed"}),
     "table1_cpu": (2 * 8 * 2 * 3, {"mask", "+pair", "task", "seed"}),
     "ablation_warmup_cpu": (4 * 3, {"+pair", "mask", "mask.warmup_steps", "seed"}),
-    "ablation_keep_cpu": (2 * 5 * 3, {"mask", "mask.keep_ratio", "seed"}),
+    "ablation_keep_cpu": (2 * 4 * 3, {"mask", "mask.keep_ratio", "seed"}),
     "ablation_samples_cpu": (5 * 3, {"+pair", "mask", "mask.num_samples", "seed"}),
     "ablation_scope_cpu": (2 * 3, {"+pair", "mask", "mask.scope", "seed"}),
     "ablation_labels_cpu": (2 * 3, {"+pair", "mask", "mask.labels", "seed"}),

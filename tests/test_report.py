@@ -345,6 +345,26 @@ def test_ablation_table_follows_the_one_key_that_varies(tmp_path: Path) -> None:
     assert set(warm["n"]) == {2} and set(warm["series"]) == {"minilm-l6 / lora / fish"}
 
 
+def test_the_budget_is_one_ablation_axis_however_it_was_asked_for(tmp_path: Path) -> None:
+    """keep_match (Table 3 at r=8's and r=1's counts) and keep_ratio (the keep ablation) cells join one
+    curve over `mask.kept`, the fraction of the candidates selected."""
+    runs = tmp_path / "runs"
+    cells = {"r8": (80, {"mask.keep_match": "lora-r8", "mask.keep_ratio": 0.5}),
+             "r1": (10, {"mask.keep_match": "lora-r1", "mask.keep_ratio": 0.5}),
+             "k25": (40, {"mask.keep_match": None, "mask.keep_ratio": 0.25})}
+    for name, (selected, config) in cells.items():
+        for seed in (1, 2):
+            _record(runs, task="mrpc", mask="fish", seed=seed, score=70.0 + selected / 10 + seed, config=config,
+                    folder_name=f"{name}-{seed}", extra={"trainable": {"peft_total": 160, "peft_selected": selected,
+                                                                       "head": 10, "backbone": 20000}})
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    abl = pd.read_csv(out / "ablation.csv")
+    assert set(abl["key"]) == {"mask.kept"}  # not keep_ratio or keep_match series of their own
+    assert list(abl["value"]) == [0.0625, 0.25, 0.5] and list(abl["mean"]) == [72.5, 75.5, 79.5]
+    assert set(abl["n"]) == {2} and abl["series"].nunique() == 1
+
+
 def test_a_key_that_changes_the_method_is_not_an_ablation(tmp_path: Path) -> None:
     # vanilla LoRA r=8 and vanilla DoRA r=8 differ only in method.name: two rows of Table 1, not a
     # "score vs method.name" series (the committed CPU study drew one before this test)

@@ -8,6 +8,12 @@ scope, labels, `fisher_at`, learning rate, ... — whatever the experiment files
 per key, a panel per task, a line per series: mean ± std over seeds at each value. A key that
 changes the method or the kind (vanilla LoRA r=8 and vanilla DoRA r=8 differ only in `method.name`)
 is a different row of Table 1, not an ablation, so it never joins a series.
+
+The budget is one axis however it was asked for. A masked row's `mask.keep_ratio`, `mask.keep` and
+`mask.keep_match` (a ratio, a count, or a partner method's count) are replaced by `mask.kept`, the
+fraction of its candidates the mask selected (trainable / candidates, 4 significant digits), so
+Table 3's FISH cell at r=8's count (kept 0.5, set by `keep_match`), its r=1 cell (0.0625) and the
+keep-ratio ablation's cells (0.25 .. 0.001, set by `keep_ratio`) are one curve.
 """
 
 from __future__ import annotations
@@ -22,11 +28,25 @@ from .cells import tasks_in
 from .figures import plotting, save, slug, styles
 
 
+BUDGET_KEYS = ("mask.keep_ratio", "mask.keep", "mask.keep_match")
+KEPT = "mask.kept"
+
+
+def _ablation_config(row: Any) -> dict:
+    """The row's comparable config, its budget keys replaced by the fraction kept (masked rows)."""
+    config = dict(row.row_config)
+    if row.kind == "vanilla" or not row.peft_total:
+        return config
+    for key in BUDGET_KEYS:
+        config.pop(key, None)
+    config[KEPT] = float(f"{row.trainable / row.peft_total:.4g}")
+    return config
+
+
 def _rest(row: Any, key: str) -> tuple:
     """What a series holds fixed: the row's model, method and kind, and every config key but `key`."""
-    config = row.row_config
     return (row.model, row.method, row.kind,
-            *sorted((k, str(v)) for k, v in config.items() if k != key and not k.endswith(".tag")))
+            *sorted((k, str(v)) for k, v in row.ablation_config.items() if k != key and not k.endswith(".tag")))
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,23 +54,24 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     columns = ["key", "series", "task", "value", "mean", "std", "n"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    rows = runs.drop_duplicates("config")[["config", "model", "method", "kind", "row_config"]]
-    keys = sorted({k for c in rows["row_config"] for k in c if not k.endswith(".tag")})
+    rows = runs.drop_duplicates("config")[["config", "model", "method", "kind", "row_config", "trainable", "peft_total"]]
+    rows = rows.assign(ablation_config=[_ablation_config(row) for row in rows.itertuples(index=False)])
+    keys = sorted({k for c in rows["ablation_config"] for k in c if not k.endswith(".tag")})
     lines = []
     for key in keys:
         series: dict[tuple, list] = {}
         for row in rows.itertuples(index=False):
-            if key in row.row_config:
+            if key in row.ablation_config:
                 series.setdefault(_rest(row, key), []).append(row)
         series = {rest: members for rest, members in series.items()
-                  if len({str(m.row_config[key]) for m in members}) > 1}
+                  if len({str(m.ablation_config[key]) for m in members}) > 1}
         labels = _series_labels(series)
         for rest, members in sorted(series.items(), key=lambda item: labels[item[0]]):
             for member in members:
                 for task, g in runs[runs["config"] == member.config].groupby("task", sort=True):
                     scores = g["score"].astype(float)
                     lines.append({"key": key, "series": labels[rest], "task": task,
-                                  "value": member.row_config[key], "mean": round(float(scores.mean()), 4),
+                                  "value": member.ablation_config[key], "mean": round(float(scores.mean()), 4),
                                   "std": round(float(scores.std(ddof=1)), 4) if len(scores) > 1 else math.nan,
                                   "n": int(g["seed"].nunique())})
     table = pd.DataFrame(lines, columns=columns)
@@ -116,7 +137,8 @@ def ablation_figures(table: pd.DataFrame, out: Path) -> list[Path]:
                 else:
                     ax.set_xticks(range(len(categories)), categories)
                     ax.set_xlim(-0.5, len(categories) - 0.5)
-                ax.set(xlabel=key, ylabel="dev score", title=f"{task}: score vs {key}\n(mean ± std over seeds)")
+                xlabel = "fraction of the candidates kept (mask.kept)" if key == KEPT else key
+                ax.set(xlabel=xlabel, ylabel="dev score", title=f"{task}: score vs {key}\n(mean ± std over seeds)")
                 ax.legend(loc="best")
             fig.tight_layout()
             written += save(fig, out / f"ablation_{slug(key)}")
