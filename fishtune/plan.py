@@ -43,10 +43,14 @@ def expand(overrides: list[str]) -> list[list[str]]:
     """The cells (lists of overrides) of `fishtune run -m <overrides>`, in sweep order."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     cfg = compose([o for o in overrides if o.startswith("experiment=")], hydra=True)  # the file's sweep
     params = cfg.hydra.sweeper.params or {}
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+    except HydraException as err:
+        raise ConfigError(f"cannot parse the overrides {' '.join(overrides)}: {err}") from err
     (cells,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     return cells
 

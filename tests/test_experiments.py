@@ -211,6 +211,8 @@ def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, 
     assert last.startswith("all: 17 cells: 1 complete, 14 to run")  # 16 + 2, less the shared FISH cell
     assert plan_main(["experiment=nope"]) == 2
     assert "cannot compose experiment=nope" in capsys.readouterr().err
+    assert plan_main(["task=["]) == 2  # one line, no traceback
+    assert capsys.readouterr().err.startswith("fishtune plan: error: cannot parse the overrides task=[: ")
 
 
 def test_outcomes_of_cells_run_elsewhere_are_counted(tmp_path: Path, monkeypatch, capsys) -> None:
