@@ -534,6 +534,11 @@ def test_every_result_row_in_the_readme_is_a_row_of_a_committed_table(tmp_path: 
 _PAIRED_CELL = re.compile(r"[-+]\d+\.\d\d (?:\[[-+]\d+\.\d\d, [-+]\d+\.\d\d\] \(n=\d+\)|\(n=1, no CI\))")
 
 
+def test_every_figure_the_readme_shows_is_committed() -> None:
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (REPO / "README.md").read_text(encoding="utf-8"))
+    assert shown and all((REPO / path).is_file() for path in shown), shown
+
+
 def test_every_paired_difference_in_the_readme_is_in_a_committed_paired_table() -> None:
     """A README table cell such as `+4.48 [+0.67, +8.28] (n=3)` appears verbatim in a committed
     paired.md (the README lays them out per task; the report lists one comparison per line)."""
