@@ -31,7 +31,7 @@ GRIDS = {
     "ablation_warmup_cpu": (4 * 3, {"+pair", "mask", "mask.warmup_steps", "seed"}),
     "ablation_keep_cpu": (2 * 4 * 3, {"mask", "mask.keep_ratio", "seed"}),
     "ablation_samples_cpu": (5 * 3, {"+pair", "mask", "mask.num_samples", "seed"}),
-    "ablation_scope_cpu": (2 * 3, {"+pair", "mask", "mask.scope", "seed"}),
+    "ablation_scope_cpu": (2 * 3 * 2, {"task", "+pair", "mask", "mask.scope", "seed"}),
     "ablation_labels_cpu": (2 * 3, {"+pair", "mask", "mask.labels", "seed"}),
     "methods_mrpc": (4 * 8, {"mask", "+pair"}),
     "minilm_contrastive": (6, {"+variant"}),
@@ -208,7 +208,7 @@ def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, 
     # two experiment files: each with its own grid, shared cells counted once in the total
     assert plan_main(["experiment=table3_cpu,ablation_scope_cpu", "seed=1", f"runs_root={tmp_path}"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last.startswith("all: 17 cells: 1 complete, 14 to run")  # 16 + 2, less the shared FISH cell
+    assert last.startswith("all: 18 cells: 1 complete, 15 to run")  # 16 + 4, less the two shared FISH cells
     assert plan_main(["experiment=nope"]) == 2
     assert "cannot compose experiment=nope" in capsys.readouterr().err
     assert plan_main(["task=["]) == 2  # one line, no traceback
