@@ -67,8 +67,11 @@ def paired(mask_name: str, vanilla: object, masked: object) -> object:
     return vanilla if mask_name == "none" else masked
 
 
-def budget_tag(keep_ratio: float, keep_match: object = None) -> str:
-    """The budget part of a mask tag: `k0.5`, or `match.<tag of the matched method config>`."""
+def budget_tag(keep_ratio: float, keep_match: object = None, keep: object = None) -> str:
+    """The budget part of a mask tag: `k0.5`, `n147` (an absolute count, `mask.keep`), or
+    `match.<tag of the matched method config>`."""
+    if keep is not None:
+        return f"n{_fmt(keep)}"
     if keep_match is None:
         return f"k{_fmt(keep_ratio)}"
     from .methods import method_config

@@ -97,3 +97,22 @@ def test_a_split_bigger_than_published_under_a_whole_split_cap_is_refused() -> N
     with pytest.raises(ConfigError, match="treats it as the whole split.*6,000 examples"):
         check_train_size(cfg, 6000)
     check_train_size(_compose("task=mrpc"), 6000)  # no cap: a bigger custom split is fine
+
+
+@pytest.mark.parametrize("overrides, tag", [
+    (["mask=fish"], "fish-k0.5-warmup"),                                 # defaults: the tag of every earlier run
+    (["mask=fish", "mask.fisher_at=init"], "fish-k0.5-init"),
+    (["mask=fish_live"], "fish-live-k0.5-warmup"),
+    (["mask=reverse", "mask.scope=per_tensor"], "reverse-k0.5-warmup-per_tensor"),
+    (["mask=fish", "mask.warmup_steps=10", "mask.num_samples=256", "mask.labels=expected"],
+     "fish-k0.5-warmup-w10-n256-expected"),
+    (["mask=fish", "mask.warmup_order=length_grouped", "mask.head_in_budget=true"],
+     "fish-k0.5-warmup-length_grouped-head"),
+    (["mask=random", "mask.keep=147"], "random-n147"),
+    (["mask=random", "mask.num_samples=256"], "random-k0.5"),            # no Fisher: nothing to show
+    (["method=lora", "method.r=16", "mask=fish", "mask.keep_match=lora"], "fish-match.lora-r8-warmup"),
+])
+def test_the_mask_tag_names_every_knob_that_changes_the_selection(overrides: list[str], tag: str) -> None:
+    """Ablation cells get their own folder names and table labels (`...-per_tensor`), so a row's label
+    never changes when a cell differing in one knob lands beside it; default cells keep their tags."""
+    assert _compose(*overrides).mask.tag == tag
