@@ -102,7 +102,7 @@ def test_runs_record_the_live_budget_and_live_selection_moves_every_selected_ent
         assert t["peft_live"] == stats["live_selected"] == t["peft_selected"] - sum(stats["dead_by_family"].values())
         assert set(stats["dead_by_family"]) <= {"lora_A"}  # only A rows can be gated by a zero B column
         assert t["peft_moved"] <= t["peft_live"]
-    plain, live = by_tag["reverse-k0.05-warmup"], by_tag["reverse-live-k0.05-warmup"]
+    plain, live = by_tag["reverse-k0.05-warmup-w2-n16"], by_tag["reverse-live-k0.05-warmup-w2-n16"]
     assert plain["mask_stats"]["dead_by_family"]["lora_A"] > 0
     assert live["trainable"]["peft_live"] == live["trainable"]["peft_selected"] == plain["trainable"]["peft_selected"]
     assert live["trainable"]["peft_moved"] == live["trainable"]["peft_selected"]  # every selected entry trained
