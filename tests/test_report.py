@@ -465,13 +465,19 @@ def test_the_committed_tables_and_figures_regenerate_byte_for_byte(study: str, t
     _regenerate_and_compare(study, tmp_path / study, figures=True)
 
 
-def test_methods_table_script_joins_scores_counts_shares_and_times(tmp_path: Path) -> None:
-    """scripts/methods_table.py (the issue-9 table) from a report folder: one line per config."""
+def _script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("methods_table", REPO / "scripts" / "methods_table.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_methods_table_script_joins_scores_counts_shares_and_times(tmp_path: Path) -> None:
+    """scripts/methods_table.py (the issue-9 table) from a report folder: one line per config."""
+    script = _script("methods_table")
     runs = tmp_path / "runs"
     _record(runs, task="mrpc", mask="none", seed=1, score=80.0, metrics={"f1": 84.0, "accuracy": 76.0},
             method_tag="lora-r8", r=8)
@@ -502,11 +508,7 @@ def test_every_result_row_in_the_readme_is_a_row_of_a_committed_table(tmp_path: 
     shows (two decimals, with its ± std) in a row of that config in results/tables/*/*.md, or in the
     issue-9 methods table, which scripts/methods_table.py builds from the seed-1 report of the
     methods study: a README number is never typed by hand or left stale after a regeneration."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("methods_table", REPO / "scripts" / "methods_table.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("methods_table")
     seed1 = tmp_path / "methods-seed1"
     assert _report(REPO / "results" / "study" / "minilm-l6-methods", seed1, "--seed", "1") == 0
     sources = [p.read_text(encoding="utf-8") for p in sorted((REPO / "results" / "tables").glob("*/*.md"))]
@@ -552,11 +554,7 @@ def test_every_paired_difference_in_the_readme_is_in_a_committed_paired_table() 
 def test_readme_table3_script_cuts_the_group_and_its_paired_differences_verbatim(tmp_path: Path) -> None:
     """scripts/readme_table3.py: the FISH row's budget group and a task × comparison grid of its
     paired differences, every cell as the report wrote it (so the two README checks above pass)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_table3", REPO / "scripts" / "readme_table3.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("readme_table3")
     runs = tmp_path / "runs"
     _contrastive(runs, {"none": [70.0, 72.0], "fish": [71.0, 74.0], "random": [70.0, 70.0], "reverse": [60.0, 61.0]})
     _record(runs, task="mrpc", mask="fish", seed=1, score=99.0, selected=7, config={"mask.keep_ratio": 0.01},
