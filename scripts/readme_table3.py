@@ -7,15 +7,29 @@ committed tables' (tests/test_report.py checks both kinds of README cell against
 reads a record: run the report first.
 
     python scripts/readme_table3.py results/tables/minilm-l6-cpu "minilm-l6 / lora-r16 / fish-match.lora-r8-warmup"
+
+With --readme, it rewrites instead every block of that file fenced as
+
+    <!-- readme_table3 group: minilm-l6 / lora-r16 / fish-match.lora-r8-warmup -->
+    ...
+    <!-- /readme_table3 -->
+
+(`group` or `paired`), each with the table of the FISH row it names, and leaves the rest untouched:
+
+    python scripts/readme_table3.py results/tables/minilm-l6-cpu --readme README.md
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
+from fishtune.atomic import atomic_write_text
+
 COMPARISONS = ("FISH − vanilla", "FISH − random", "FISH − reverse")
+BLOCK = re.compile(r"(<!-- readme_table3 (group|paired): (.+?) -->\n)(.*?)(<!-- /readme_table3 -->)", re.S)
 
 
 def _rows(markdown: str) -> tuple[list[str], list[list[str]]]:
@@ -59,17 +73,45 @@ def paired_table(paired: str, fish: str) -> str:
     return _table(["task", *COMPARISONS], [[task, *(by.get(c, "–") for c in COMPARISONS)] for task, by in cells.items()])
 
 
+def update_blocks(text: str, table3: str, paired: str) -> tuple[str, int]:
+    """`text` with every fenced block refilled from the report's tables, and the number of blocks."""
+    def fill(block: re.Match) -> str:
+        kind, fish = block[2], block[3]
+        body = group_table(table3, fish) if kind == "group" else paired_table(paired, fish)
+        return f"{block[1]}{body}\n{block[5]}"
+    return BLOCK.subn(fill, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tables", type=Path, help="a report folder (fishtune report --out)")
-    parser.add_argument("fish", help="the FISH row's config label, e.g. 'minilm-l6 / lora-r16 / fish-match.lora-r8-warmup'")
+    parser.add_argument("fish", nargs="?",
+                        help="the FISH row's config label, e.g. 'minilm-l6 / lora-r16 / fish-match.lora-r8-warmup'")
+    parser.add_argument("--readme", type=Path, help="rewrite this file's fenced blocks instead of printing")
     args = parser.parse_args(argv)
+    if (args.fish is None) == (args.readme is None):
+        parser.error("give either a FISH row label or --readme FILE")
     try:
         table3 = (args.tables / "table3.md").read_text(encoding="utf-8")
         paired = (args.tables / "paired.md").read_text(encoding="utf-8")
     except OSError as err:
         print(f"readme_table3: {err}; run `fishtune report --out {args.tables}` first", file=sys.stderr)
         return 2
+    if args.readme is not None:
+        try:
+            text = args.readme.read_text(encoding="utf-8")
+        except OSError as err:
+            print(f"readme_table3: {err}", file=sys.stderr)
+            return 2
+        updated, blocks = update_blocks(text, table3, paired)
+        if not blocks:
+            print(f"readme_table3: no `<!-- readme_table3 group|paired: LABEL -->` block in {args.readme}",
+                  file=sys.stderr)
+            return 2
+        if updated != text:
+            atomic_write_text(args.readme, updated)
+        print(f"readme_table3: {blocks} block(s) in {args.readme}, {'rewritten' if updated != text else 'up to date'}")
+        return 0
     print(group_table(table3, args.fish), end="\n\n")
     print(paired_table(paired, args.fish))
     return 0

@@ -83,7 +83,7 @@ def test_report_aggregates_seeds_and_lists_what_it_leaves_out(tmp_path: Path, ca
                                                                "reverse": "excluded"}  # ... but listed
     md = (out / "table1.md").read_text()
     assert ("| minilm-l6 / lora-r16 / fish | fish | 100 | 0.5% | – | 84.00 (n=1) | 76.00 (n=1) | 72.00 ± 2.00 (n=3) "
-            "| 76.00 |") in md
+            "| 76.00 (n=1–3) |") in md
     tex = (out / "table1.tex").read_text()
     assert "72.00 $\\pm$ 2.00 (n=3)" in tex and "\\toprule" in tex and "\\bottomrule" in tex
     assert "72.00 ± 2.00 (n=3)" in capsys.readouterr().out
@@ -248,12 +248,17 @@ def test_table3_and_paired_differences_over_matched_seeds(tmp_path: Path) -> Non
     # the same FISH config at another budget: its own group, never compared with this vanilla
     _record(runs, task="mrpc", mask="fish", seed=1, score=99.0, selected=7, config={"mask.keep_ratio": 0.01},
             folder_name="tiny")
+    _record(runs, task="rte", mask="reverse", seed=3, score=63.0, method_tag="lora-r16", r=16)  # rte only
     out = tmp_path / "tables"
     assert _report(runs, out) == 0
     t3 = _csv(out, "table3")
     assert list(t3["kind"]) == ["vanilla", "fish", "random", "reverse"]
     assert t3["budget"].nunique() == 1 and "/ 100 /" in t3["budget"].iloc[0]
-    assert t3.loc["minilm-l6 / lora-r16 / reverse", "rte n"] == 2
+    assert t3.loc["minilm-l6 / lora-r16 / reverse", "mrpc n"] == 2 and t3.loc["minilm-l6 / lora-r16 / reverse", "rte n"] == 3
+    # the average says when it mixes seed counts (reverse: 2 on mrpc, 3 on rte)
+    assert list(t3[["avg n_min", "avg n_max"]].loc["minilm-l6 / lora-r16 / reverse"]) == [2, 3]
+    shown_t3 = (out / "table3.md").read_text()
+    assert "| 72.50 (n=3) |" in shown_t3 and "| 61.25 (n=2–3) |" in shown_t3
     paired = pd.read_csv(out / "paired.csv")
     fish_vanilla = paired[(paired["comparison"] == "FISH − vanilla") & (paired["task"] == "mrpc")].iloc[0]
     assert fish_vanilla["n"] == 3 and fish_vanilla["seeds"] == "1,2,3"
@@ -564,7 +569,7 @@ def test_readme_table3_script_cuts_the_group_and_its_paired_differences_verbatim
     fish = "minilm-l6 / lora-r16 / fish [keep_ratio=None]"
     group = script.group_table((out / "table3.md").read_text(), fish).splitlines()
     assert group[0] == "| config | kind | mrpc | rte | avg |" and len(group) == 6  # not the other budget's row
-    assert group[3] == "| minilm-l6 / lora-r16 / fish [keep_ratio=None] | fish | 72.50 ± 2.12 (n=2) | 73.50 ± 2.12 (n=2) | 73.00 |"
+    assert group[3] == "| minilm-l6 / lora-r16 / fish [keep_ratio=None] | fish | 72.50 ± 2.12 (n=2) | 73.50 ± 2.12 (n=2) | 73.00 (n=2) |"
     paired = script.paired_table((out / "paired.md").read_text(), fish).splitlines()
     assert paired[0] == "| task | FISH − vanilla | FISH − random | FISH − reverse |"
     assert paired[2] == "| mrpc | +1.50 [-4.85, +7.85] (n=2) | +2.50 [-16.56, +21.56] (n=2) | +12.00 [-0.71, +24.71] (n=2) |"
@@ -572,3 +577,28 @@ def test_readme_table3_script_cuts_the_group_and_its_paired_differences_verbatim
     committed = (out / "paired.md").read_text()
     assert all(cell in committed for line in paired[2:] for cell in _PAIRED_CELL.findall(line))
     assert script.main([str(tmp_path / "nothing"), fish]) == 2
+
+    # --readme: refills every fenced block with its row's table, leaves the prose alone, then is a no-op
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n<!-- readme_table3 group: {fish} -->\nstale\n<!-- /readme_table3 -->\nmiddle\n"
+                      f"<!-- readme_table3 paired: {fish} -->\n<!-- /readme_table3 -->\nend\n")
+    assert script.main([str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "stale" not in text and "\n".join(group) in text and "\n".join(paired) in text
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("<!-- /readme_table3 -->\nend\n")
+    assert script.main([str(out), "--readme", str(readme)]) == 0 and readme.read_text() == text
+    readme.write_text("no blocks here\n")
+    assert script.main([str(out), "--readme", str(readme)]) == 2
+
+
+def test_the_readme_table3_blocks_are_up_to_date() -> None:
+    """Every fenced Table 3 block of the README is what scripts/readme_table3.py cuts from the
+    committed report today (a changed digit, a landed seed or a new column fails here)."""
+    script = _script("readme_table3")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = script.BLOCK.findall(text)
+    assert blocks, "the README has no readme_table3 blocks"
+    tables = REPO / "results" / "tables" / "minilm-l6-cpu"
+    updated, _ = script.update_blocks(text, (tables / "table3.md").read_text(encoding="utf-8"),
+                                      (tables / "paired.md").read_text(encoding="utf-8"))
+    assert updated == text, "run: python scripts/readme_table3.py results/tables/minilm-l6-cpu --readme README.md"

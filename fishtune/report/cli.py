@@ -79,10 +79,12 @@ def main(argv: list[str]) -> int:
     sections = [
         write_table(out, "table1", *table1(runs, others), title="Table 1: methods × GLUE (dev, last epoch)",
                     note=f"{CELL_NOTE} avg: mean of the task scores (a task's score is the mean of its metrics), "
-                         f"only for rows with every task. {BUDGET_NOTE}"),
+                         f"only for rows with every task; (n=1–3): its task cells have 1 to 3 seeds, so it mixes "
+                         f"seeds (the paired avg does not). {BUDGET_NOTE}"),
         write_table(out, "table3", *table3(runs, others), title="Table 3: contrastive study (dev score per task)",
                     note=f"Rows grouped by budget: same model, method family, trainable count, device and precision. "
-                         f"{CELL_NOTE} avg: mean of the task scores, only for rows with every task."),
+                         f"{CELL_NOTE} avg: mean of the task scores, only for rows with every task; (n=1–3): its task "
+                         f"cells have 1 to 3 seeds, so it mixes seeds (the paired avg does not)."),
         write_table(out, "paired", *paired_differences(runs),
                     title="Paired differences: FISH − vanilla / random / reverse over matched seeds",
                     note=" ".join(PAIRS_DOC.split())),

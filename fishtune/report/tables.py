@@ -27,7 +27,8 @@ def _wide(stats: pd.DataFrame, meta: pd.DataFrame, columns: list[tuple[str, str,
     """Pivot the long cell stats into the CSV table and the display table, rows in `meta` order.
 
     `columns`: (task, value name, column title) per displayed column; `avg` = the mean over `tasks`
-    of the rows' task-score means, only where the row has a score on every one of them."""
+    of the rows' task-score means, only where the row has a score on every one of them, with the
+    smallest and largest seed count among those task cells (`avg n_min`, `avg n_max`)."""
     index = {(c, t, v): line for c, t, v, line in zip(stats["config"], stats["task"], stats["value"],
                                                        stats.itertuples(index=False))}
     csv = pd.DataFrame(index=meta.index)
@@ -43,15 +44,25 @@ def _wide(stats: pd.DataFrame, meta: pd.DataFrame, columns: list[tuple[str, str,
             default = 0 if field in ("n", "collapsed", "failed", "diverged") else math.nan
             csv[f"{title} {field}"] = [getattr(x, field) if x is not None else default for x in lines]
         shown[title] = [format_row(pd.Series(x._asdict())) if x is not None else "missing" for x in lines]
-    avgs = []
+    avgs, lows, highs = [], [], []
     for config in meta.index:
         scores = [index.get((config, t, "score")) for t in tasks]
         ok = tasks and all(s is not None and s.n > 0 for s in scores)
         avgs.append(round(sum(s.mean for s in scores) / len(scores), 4) if ok else math.nan)
-    csv["avg"] = avgs
-    shown["avg"] = ["–" if pd.isna(a) else f"{a:.2f}" for a in avgs]
+        lows.append(min(int(s.n) for s in scores) if ok else 0)
+        highs.append(max(int(s.n) for s in scores) if ok else 0)
+    csv["avg"], csv["avg n_min"], csv["avg n_max"] = avgs, lows, highs
+    shown["avg"] = [_format_avg(a, lo, hi) for a, lo, hi in zip(avgs, lows, highs)]
     csv.index.name = shown.index.name = "config"
     return csv, shown
+
+
+def _format_avg(avg: float, low: int, high: int) -> str:
+    """`44.11 (n=3)`; `44.11 (n=1–3)` when the row's task cells rest on different seed counts (then the
+    average mixes seeds, and the paired `avg` line, over the seeds that have every task, is the fair one)."""
+    if pd.isna(avg):
+        return "–"
+    return f"{avg:.2f} (n={low})" if low == high else f"{avg:.2f} (n={low}–{high})"
 
 
 def table1(runs: pd.DataFrame, others: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -98,7 +109,7 @@ def table6(runs: pd.DataFrame, others: pd.DataFrame, task: str) -> tuple[pd.Data
     if len(metrics) != 1:
         columns.append((task, "score", f"{task} score"))
     csv, shown = _wide(stats, row_meta(runs, others), columns, [task])
-    return csv.drop(columns="avg"), shown.drop(columns="avg")
+    return csv.drop(columns=["avg", "avg n_min", "avg n_max"]), shown.drop(columns="avg")
 
 
 def mask_share_table(runs: pd.DataFrame) -> pd.DataFrame:
