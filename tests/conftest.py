@@ -40,5 +40,13 @@ def run_cli(tmp_path, monkeypatch):
     return run
 
 
+def compose_run(*overrides: str, hydra: bool = False):
+    """The config `fishtune run <overrides>` composes (fishtune.plan.compose; a bad override is a
+    ConfigError), with the `hydra` node if asked."""
+    from fishtune.plan import compose
+
+    return compose(list(overrides), hydra=hydra)
+
+
 def records(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json"))]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import compose_run
 from fishtune.checkpoint import load_checkpoint, save_checkpoint
 from fishtune.errors import FishtuneError
 from fishtune.train import Progress, linear_schedule, make_optimizer
@@ -45,12 +46,9 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_run_folder_depends_on_device_and_precision() -> None:
-    from hydra import compose, initialize_config_module
-
     from fishtune.config import run_dir
 
-    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-        cfg = compose(config_name="run", overrides=["task=rte"])
+    cfg = compose_run("task=rte")
     cpu = run_dir(cfg, runtime={"device": "cpu", "precision": "fp32"})
     cuda = run_dir(cfg, runtime={"device": "cuda", "precision": "bf16"})
     cuda32 = run_dir(cfg, runtime={"device": "cuda", "precision": "fp32"})

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 
+from conftest import REPO, compose_run
 from fishtune.cli import USAGE
 from fishtune.config import validate
 
-REPO = Path(__file__).resolve().parent.parent
 RUN_YAML_HELP = (REPO / "configs" / "run.yaml").read_text()
 
 
@@ -64,8 +62,7 @@ for _where, _command in COMMANDS:
 @pytest.mark.parametrize("where,command", list(CELLS.values()), ids=[f"{w}: {c}" for w, c in CELLS.values()])
 def test_printed_command_composes_at_the_default_lora_scale(where: str, command: str) -> None:
     overrides = _overrides(command)
-    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-        cfg = compose(config_name="run", overrides=overrides)
+    cfg = compose_run(*overrides)
     validate(cfg)
     if cfg.method.name in ("lora", "dora") and not any(o.startswith("method.alpha=") for o in overrides):
         assert cfg.method.alpha == 2 * cfg.method.r, f"{where}: {command} composes alpha {cfg.method.alpha}, r {cfg.method.r}"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 
+from conftest import REPO, compose_run
 from fishtune.config import config_digest, run_dir, validate
 from fishtune.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = REPO / "configs"
 GROUPS = ("model", "task", "method", "mask", "train", "experiment")
 
 
@@ -18,21 +18,16 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-        return compose(config_name="run", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_config_composes_and_validates(group: str, option: str) -> None:
-    cfg = _compose(f"{group}={option}")
+    cfg = compose_run(f"{group}={option}")
     validate(cfg)
     assert str(run_dir(cfg)).startswith("results/runs/")
 
 
 @pytest.mark.parametrize("variant", _options("variant"))
 def test_every_variant_composes(variant: str) -> None:
-    cfg = _compose(f"+variant={variant}")
+    cfg = compose_run(f"+variant={variant}")
     validate(cfg)
     assert cfg.method.alpha == 2 * cfg.method.r  # the same LoRA scale in every cell
 
@@ -44,7 +39,7 @@ def test_every_yaml_starts_with_the_command_that_uses_it(path: Path) -> None:
 
 
 def test_required_keys() -> None:
-    cfg = _compose()
+    cfg = compose_run()
     for key in ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_seq_length", "max_steps",
                 "max_train_samples", "max_eval_samples", "device", "precision"):
         assert key in cfg.train, key
@@ -54,16 +49,16 @@ def test_required_keys() -> None:
 
 def test_mask_variants_inherit_fish_defaults() -> None:
     for strategy in ("fish", "random", "reverse"):
-        cfg = _compose(f"mask={strategy}")
+        cfg = compose_run(f"mask={strategy}")
         assert cfg.mask.strategy == strategy and cfg.mask.num_samples == 1024 and cfg.mask.keep_ratio == 0.5
 
 
 def test_run_dir_is_readable_and_unique_per_config() -> None:
-    a, b = _compose("task=rte", "seed=2"), _compose("task=rte", "seed=2", "train.lr=1e-3")
+    a, b = compose_run("task=rte", "seed=2"), compose_run("task=rte", "seed=2", "train.lr=1e-3")
     assert str(run_dir(a)).startswith("results/runs/rte/minilm-l6/lora-r8/none/seed2-")
     assert run_dir(a) != run_dir(b)
-    assert run_dir(a) == run_dir(_compose("task=rte", "seed=2", "train.resume=false"))  # execution-only key
-    assert config_digest(a) == config_digest(_compose("seed=2", "task=rte"))
+    assert run_dir(a) == run_dir(compose_run("task=rte", "seed=2", "train.resume=false"))  # execution-only key
+    assert config_digest(a) == config_digest(compose_run("seed=2", "task=rte"))
 
 
 @pytest.mark.parametrize("override,message", [
@@ -76,27 +71,27 @@ def test_run_dir_is_readable_and_unique_per_config() -> None:
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
     mask = "mask=fish" if override.startswith("mask.") else "mask=none"
     with pytest.raises(ConfigError, match=message):
-        validate(_compose(mask, override))
+        validate(compose_run(mask, override))
 
 
 def test_a_train_cap_that_keeps_the_whole_split_is_the_uncapped_run() -> None:
     """MRPC has 3,668 train examples: a cap of 10,000 (or exactly 3,668) trains on all of them, so it is
     the run `null` names; a cap below the split is a different run."""
-    whole = config_digest(_compose("task=mrpc"))
+    whole = config_digest(compose_run("task=mrpc"))
     for cap in (3668, 10000):
-        assert config_digest(_compose("task=mrpc", f"train.max_train_samples={cap}")) == whole
-    assert config_digest(_compose("task=mrpc", "train.max_train_samples=3667")) != whole
-    assert config_digest(_compose("task=sst2", "train.max_train_samples=10000")) != config_digest(_compose("task=sst2"))
+        assert config_digest(compose_run("task=mrpc", f"train.max_train_samples={cap}")) == whole
+    assert config_digest(compose_run("task=mrpc", "train.max_train_samples=3667")) != whole
+    assert config_digest(compose_run("task=sst2", "train.max_train_samples=10000")) != config_digest(compose_run("task=sst2"))
 
 
 def test_a_split_bigger_than_published_under_a_whole_split_cap_is_refused() -> None:
     from fishtune.config import check_train_size
 
-    cfg = _compose("task=mrpc", "train.max_train_samples=5000")
+    cfg = compose_run("task=mrpc", "train.max_train_samples=5000")
     check_train_size(cfg, 3668)
     with pytest.raises(ConfigError, match="treats it as the whole split.*6,000 examples"):
         check_train_size(cfg, 6000)
-    check_train_size(_compose("task=mrpc"), 6000)  # no cap: a bigger custom split is fine
+    check_train_size(compose_run("task=mrpc"), 6000)  # no cap: a bigger custom split is fine
 
 
 @pytest.mark.parametrize("overrides, tag", [
@@ -115,4 +110,4 @@ def test_a_split_bigger_than_published_under_a_whole_split_cap_is_refused() -> N
 def test_the_mask_tag_names_every_knob_that_changes_the_selection(overrides: list[str], tag: str) -> None:
     """Ablation cells get their own folder names and table labels (`...-per_tensor`), so a row's label
     never changes when a cell differing in one knob lands beside it; default cells keep their tags."""
-    assert _compose(*overrides).mask.tag == tag
+    assert compose_run(*overrides).mask.tag == tag

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 
-from conftest import REPO, records
+from conftest import REPO, compose_run, records
 from fishtune.config import config_digest, validate
 from fishtune.plan import expand as plan_expand
 
@@ -40,11 +39,6 @@ LOCAL_TRAIN = {"cola", "sst2", "mrpc", "stsb", "rte", "wnli"}  # tasks whose tra
 FAST = ["train.max_train_samples=16", "train.max_eval_samples=8", "train.max_seq_length=32", "train.device=cpu"]
 
 
-def _compose(*overrides: str, hydra: bool = False):
-    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-        return compose(config_name="run", overrides=list(overrides), return_hydra_config=hydra)
-
-
 def expand(experiment: str, *cli: str) -> list[list[str]]:
     """The cells `fishtune run -m experiment=<experiment> <cli>` runs, in order (`fishtune plan`'s
     expansion: Hydra's own BasicSweeper over `hydra.sweeper.params` and the command line)."""
@@ -66,7 +60,7 @@ def test_every_experiment_expands_to_its_grid(experiment: str) -> None:
     claimed = re.search(r"(\d+) cells", first_line)
     assert claimed is None or int(claimed.group(1)) == size, first_line
     for cell in (cells[0], cells[-1]):
-        validate(_compose(*cell))
+        validate(compose_run(*cell))
 
 
 REPRODUCED = ("table3_cpu", "table3_cpu_r1", "table1_cpu", "ablation_warmup_cpu", "ablation_keep_cpu",
@@ -96,23 +90,23 @@ def test_the_command_line_narrows_a_sweep() -> None:
 def test_cells_shared_between_experiments_are_the_same_run_folders() -> None:
     """The default cell of each ablation and table1_cpu's LoRA cells are table3_cpu's (skipped once done)."""
     base = ["+pair=lora", "task=mrpc", "seed=2"]
-    fish = config_digest(_compose("experiment=table3_cpu", *base, "mask=fish"))
+    fish = config_digest(compose_run("experiment=table3_cpu", *base, "mask=fish"))
     for experiment, key in (("ablation_warmup_cpu", "mask.warmup_steps=50"),
                             ("ablation_samples_cpu", "mask.num_samples=1024"), ("ablation_scope_cpu", "mask.scope=global"),
                             ("ablation_labels_cpu", "mask.labels=empirical"), ("table1_cpu", "seed=2")):
-        assert config_digest(_compose(f"experiment={experiment}", *base, "mask=fish", key)) == fish, experiment
-    vanilla = _compose("experiment=table3_cpu", *base, "mask=none")
-    assert config_digest(_compose("experiment=table1_cpu", *base, "mask=none")) == config_digest(vanilla)
+        assert config_digest(compose_run(f"experiment={experiment}", *base, "mask=fish", key)) == fish, experiment
+    vanilla = compose_run("experiment=table3_cpu", *base, "mask=none")
+    assert config_digest(compose_run("experiment=table1_cpu", *base, "mask=none")) == config_digest(vanilla)
     # The methods study (issue 9: MRPC, no cap) is table1_cpu's MRPC seed 1: its cap of 10,000 keeps all of MRPC.
     for pair in ("dora", "prefix", "full"):
         for mask in ("none", "fish"):
-            study = _compose("experiment=methods_mrpc", f"+pair={pair}", f"mask={mask}")
-            table1 = _compose("experiment=table1_cpu", f"+pair={pair}", f"mask={mask}", "task=mrpc", "seed=1")
+            study = compose_run("experiment=methods_mrpc", f"+pair={pair}", f"mask={mask}")
+            table1 = compose_run("experiment=table1_cpu", f"+pair={pair}", f"mask={mask}", "task=mrpc", "seed=1")
             assert config_digest(study) == config_digest(table1), (pair, mask)
-    r1 = _compose("experiment=table3_cpu_r1", "task=mrpc", "mask=fish")
+    r1 = compose_run("experiment=table3_cpu_r1", "task=mrpc", "mask=fish")
     assert r1.method.r == 16 and dict(r1.mask.keep_match) == {"config": "lora", "r": 1}
     assert r1.mask.tag == "fish-match.lora-r1-warmup" and r1.train.max_train_samples == 10000
-    assert _compose("experiment=table3_cpu_r1", "mask=none").method.tag == "lora-r1"
+    assert compose_run("experiment=table3_cpu_r1", "mask=none").method.tag == "lora-r1"
 
 
 def test_cells_that_differ_only_in_how_they_select_share_one_fisher_estimate() -> None:
@@ -121,7 +115,7 @@ def test_cells_that_differ_only_in_how_they_select_share_one_fisher_estimate() -
     from fishtune.fisher_cache import cache_key
 
     def key(experiment: str, *cell: str) -> str:
-        return cache_key(_compose(f"experiment={experiment}", *cell), {"device": "cpu", "precision": "fp32"})
+        return cache_key(compose_run(f"experiment={experiment}", *cell), {"device": "cpu", "precision": "fp32"})
 
     fish = key("table3_cpu", "+pair=lora", "task=mrpc", "seed=1", "mask=fish")
     same = [("table3_cpu", "+pair=lora", "task=mrpc", "seed=1", "mask=reverse"),
@@ -140,7 +134,7 @@ def _tiny_cell(experiment: str) -> list[str]:
     """The first masked cell of the experiment on a shipped task, its model replaced by tiny-bert."""
     for cell in expand(experiment):
         values = dict(o.split("=", 1) for o in cell)
-        task = values.get("task") or _compose(*cell).task.name
+        task = values.get("task") or compose_run(*cell).task.name
         variant = values.get("+variant")
         masked = values.get("mask", "none") != "none" if variant is None else variant != "lora_r8"
         if task in LOCAL_TRAIN and masked:
@@ -233,13 +227,13 @@ def test_outcomes_of_cells_run_elsewhere_are_counted(tmp_path: Path, monkeypatch
     assert "none reported an outcome here" in capsys.readouterr().err
 
 
-def test_launcher_configs_compose() -> None:
+def test_launcher_configscompose_run() -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    slurm = _compose("hydra/launcher=slurm", hydra=True).hydra.launcher
+    slurm = compose_run("hydra/launcher=slurm", hydra=True).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.tasks_per_node == 1
     assert slurm.timeout_min >= 60 and slurm.mem_gb and slurm.cpus_per_task and slurm.max_num_timeout >= 1
-    parallel = _compose("hydra/launcher=parallel", "hydra.launcher.n_jobs=3", hydra=True).hydra.launcher
+    parallel = compose_run("hydra/launcher=parallel", "hydra.launcher.n_jobs=3", hydra=True).hydra.launcher
     assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 3
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from conftest import REPO, records
+from conftest import REPO, compose_run, records
 from fishtune.config import validate
 from fishtune.errors import ConfigError
 from fishtune.methods import REGISTRY, apply_method, method_config
@@ -154,11 +153,6 @@ def test_unipelt_dense_gates_are_a_declared_group(bases) -> None:
     assert method_config({"config": "unipelt", "dense_gates": True}).tag == "unipelt-r8-p10-rf16-dg"
 
 
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-        return compose(config_name="run", overrides=list(overrides))
-
-
 BAD = [
     (["method=adapter_pfeiffer", "+method.r=8"], "unknown key method.r for method adapter_pfeiffer"),
     (["method=prefix", "method.prefix_length=0"], "method.prefix_length must be an integer >= 1, got 0"),
@@ -174,7 +168,7 @@ BAD = [
 @pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(b[0]) for b in BAD])
 def test_bad_method_keys_are_one_config_error(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        validate(_compose("model=tiny-bert", *overrides))
+        validate(compose_run("model=tiny-bert", *overrides))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-from hydra import compose, initialize_config_module
 
-from conftest import REPO
+from conftest import REPO, compose_run
 from fishtune.config import config_digest, validate
 from fishtune.methods import apply_method, method_config
 from fishtune.models import load_model
@@ -18,17 +17,15 @@ PAIRS = sorted(p.stem for p in (REPO / "configs" / "pair").glob("*.yaml"))
 ARCHS = ("tiny-bert",)   # counts per architecture: tests/test_methods.py
 
 
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-        cfg = compose(config_name="run", overrides=list(overrides))
+def _valid(*overrides: str):
+    cfg = compose_run(*overrides)
     validate(cfg)
     return cfg
 
 
 @pytest.fixture(scope="module")
 def bases() -> dict:
-    with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-        models = {arch: compose(config_name="run", overrides=[f"model={arch}"]).model for arch in ARCHS}
+    models = {arch: compose_run(f"model={arch}").model for arch in ARCHS}
     return {arch: load_model(cfg, get_task("mrpc"), seed=1).model for arch, cfg in models.items()}
 
 
@@ -41,10 +38,10 @@ def test_there_is_a_pair_for_every_method() -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("pair", PAIRS)
 def test_pair_counts_are_equal(bases, pair: str, arch: str) -> None:
-    vanilla = _compose(f"+pair={pair}", f"model={arch}", "mask=none")
-    masked = _compose(f"+pair={pair}", f"model={arch}", "mask=fish")
+    vanilla = _valid(f"+pair={pair}", f"model={arch}", "mask=none")
+    masked = _valid(f"+pair={pair}", f"model={arch}", "mask=fish")
     # The vanilla cell is the plain method config (same run folder as `method=<pair>`)...
-    assert config_digest(vanilla) == config_digest(_compose(f"method={pair}", f"model={arch}", "mask=none"))
+    assert config_digest(vanilla) == config_digest(_valid(f"method={pair}", f"model={arch}", "mask=none"))
     partner = method_config(masked.mask.keep_match)
     if pair != "full":   # ... and it is the config the masked cells match (full matches LoRA r=8)
         assert dict(partner) == dict(vanilla.method)
@@ -64,15 +61,15 @@ def test_pair_counts_are_equal(bases, pair: str, arch: str) -> None:
 def test_the_full_pair_masks_with_the_fisher_at_init_and_its_own_rate() -> None:
     """The original FISH Mask on the backbone: Fisher at init (no dense warm-up) and lr 2e-3 for the
     masked cells (measured, configs/pair/full.yaml); the dense vanilla cell keeps full's 5e-5."""
-    vanilla = _compose("+pair=full", "mask=none")
+    vanilla = _valid("+pair=full", "mask=none")
     for mask in ("fish", "random", "reverse"):
-        masked = _compose("+pair=full", f"mask={mask}")
+        masked = _valid("+pair=full", f"mask={mask}")
         assert masked.train.lr == 2e-3 and masked.mask.fisher_at == "init"
     assert vanilla.train.lr == vanilla.method.lr == 5e-5
 
 
 def test_mask_keys_cannot_make_a_vanilla_cell_another_run() -> None:
     """Keys a pair sets for its masked cells do nothing without a mask: same run folder."""
-    plain = config_digest(_compose("method=lora", "mask=none"))
-    assert config_digest(_compose("method=lora", "mask=none", "+mask.fisher_at=init", "+mask.num_samples=8")) == plain
-    assert config_digest(_compose("method=lora", "mask=fish")) != config_digest(_compose("method=lora", "mask=fish", "mask.fisher_at=init"))
+    plain = config_digest(_valid("method=lora", "mask=none"))
+    assert config_digest(_valid("method=lora", "mask=none", "+mask.fisher_at=init", "+mask.num_samples=8")) == plain
+    assert config_digest(_valid("method=lora", "mask=fish")) != config_digest(_valid("method=lora", "mask=fish", "mask.fisher_at=init"))
