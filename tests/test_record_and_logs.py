@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_module
 
-from conftest import GLUE, records
+from conftest import GLUE, compose_run, records
 
 
 def test_provenance_is_what_the_process_imported(monkeypatch) -> None:
@@ -55,9 +54,7 @@ def test_every_seed_is_scored_on_the_same_dev_subset() -> None:
 
     subsets = []
     for seed in (1, 2):
-        with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
-            cfg = compose(config_name="run", overrides=[f"seed={seed}", "train.max_eval_samples=50",
-                                                         "train.max_train_samples=50", f"data.dir={GLUE}"])
+        cfg = compose_run(f"seed={seed}", "train.max_eval_samples=50", "train.max_train_samples=50", f"data.dir={GLUE}")
         train, evals = _load_data(cfg, get_task("mrpc"))
         subsets.append(([e.text_a for e in train], [e.text_a for e in evals["dev"]]))
     assert subsets[0][1] == subsets[1][1]  # dev: a fixed subset
