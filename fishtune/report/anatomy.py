@@ -51,8 +51,8 @@ def selected_counts(row: pd.Series) -> dict[str, int] | None:
     return None
 
 
-def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table: config, method family, layer, site, share (mean over runs), runs."""
+def _run_shares(runs: pd.DataFrame) -> pd.DataFrame:
+    """One line per masked run × (layer, site): config, model, method, task, run, layer, site, share."""
     masked = runs[runs["mask"] != "none"] if not runs.empty else runs
     lines, missing = [], []
     for row in masked.itertuples(index=False):
@@ -66,14 +66,19 @@ def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
             key = locate(name)
             cells[key] = cells.get(key, 0) + selected
         for (layer, site), selected in cells.items():
-            lines.append({"config": row.config, "model": row.model, "method": row.method, "run": row.folder,
-                          "layer": layer, "site": site, "share": selected / total})
+            lines.append({"config": row.config, "model": row.model, "method": row.method, "task": row.task,
+                          "run": row.folder, "layer": layer, "site": site, "share": selected / total})
     if missing:
         log.info("mask anatomy: %d masked run(s) without per-parameter counts or mask file, left out (e.g. %s)",
                  len(missing), missing[0])
-    if not lines:
+    return pd.DataFrame(lines, columns=["config", "model", "method", "task", "run", "layer", "site", "share"])
+
+
+def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: config, method family, layer, site, share (mean over runs), runs."""
+    frame = _run_shares(runs)
+    if frame.empty:
         return pd.DataFrame(columns=["config", "model", "method", "layer", "site", "share", "runs"])
-    frame = pd.DataFrame(lines)
     # A site absent from one run of a config counts as 0 there: average over the config's runs.
     runs_per = frame.groupby("config")["run"].nunique()
     table = frame.groupby(["config", "model", "method", "layer", "site"], sort=True)["share"].sum().reset_index()
@@ -81,6 +86,21 @@ def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
     table["share"] = (table["share"] / table["runs"]).round(4)
     table["order"] = table["layer"].map(lambda x: int(x) if x.isdigit() else 10**6)
     return table.sort_values(["config", "order", "site"], kind="stable").drop(columns="order").reset_index(drop=True)
+
+
+def site_share_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Share of the mask per site, summed over layers, per masked config and task (mean over its
+    seeds; a site where one run selected nothing counts 0 there): long table config, task, site,
+    share, runs. The per-task companion of the pooled heatmap."""
+    frame = _run_shares(runs)
+    if frame.empty:
+        return pd.DataFrame(columns=["config", "task", "site", "share", "runs"])
+    per_run = frame.groupby(["config", "task", "run", "site"], sort=True)["share"].sum().reset_index()
+    runs_per = per_run.groupby(["config", "task"])["run"].nunique().rename("runs").reset_index()
+    table = per_run.groupby(["config", "task", "site"], sort=True)["share"].sum().reset_index()
+    table = table.merge(runs_per, on=["config", "task"])
+    table["share"] = (table["share"] / table["runs"]).round(4)
+    return table
 
 
 def anatomy_figures(table: pd.DataFrame, out: Path) -> list[Path]:

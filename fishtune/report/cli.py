@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from .ablation import ablation_figures, ablation_table
-from .anatomy import anatomy_figures, anatomy_table
+from .anatomy import anatomy_figures, anatomy_table, site_share_table
 from .cells import CELL_NOTE, with_labels
 from .cost import cost_table
 from .figures import convergence_figures, remove_stale_figures
@@ -101,6 +101,8 @@ def main(argv: list[str]) -> int:
                     + (to_markdown(share.reset_index(level=1)) if not share.empty else "No masked runs.\n"))
     anatomy = anatomy_table(runs)
     atomic_write_text(out / "mask_anatomy.csv", anatomy.to_csv(index=False, lineterminator="\n"))
+    sites = site_share_table(runs)
+    atomic_write_text(out / "mask_sites.csv", sites.to_csv(index=False, lineterminator="\n"))
     ablations = ablation_table(runs)
     atomic_write_text(out / "ablation.csv", ablations.to_csv(index=False, lineterminator="\n"))
     sections.append(status_md)
@@ -114,6 +116,6 @@ def main(argv: list[str]) -> int:
             log.info("removed %s (no longer made from these records)", path)
     print((out / "table1.md").read_text(encoding="utf-8"))
     print(f"{len(runs)} complete runs ({len(listing)} records) -> {out}/: table1, table3, table5, table6, paired "
-          f"(.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, ablation.csv, runs_status.csv/.md, tables.md, "
+          f"(.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, mask_sites.csv, ablation.csv, runs_status.csv/.md, tables.md, "
           f"{len(figures)} figure files")
     return 0
