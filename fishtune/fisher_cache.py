@@ -5,7 +5,8 @@ the same warmed-up Fisher, so `fishtune run` estimates it once and keeps it in
 The key is a digest of everything that can change the estimate: the run's comparable config with
 the seed (`fishtune.config`), minus only the mask keys that choose entries *from* the Fisher
 (strategy, budget, scope, live), plus the data location, the SHA-256 of the fishtune source files
-this process imported, and the library versions. Anything else that differs (a training key that
+this process imported (but the reporter, planner and benchmark: `provenance.NOT_TRAINING`), and
+the library versions. Anything else that differs (a training key that
 cannot matter, a commit that did not touch the Fisher) gives another key: a miss costs one
 estimate, a wrong hit would cost a wrong mask. A file that cannot be read or does not fit the
 candidates is a miss too (named in the log, then overwritten). `mask.fisher_cache=false` turns it
@@ -42,14 +43,14 @@ class CachedFisher:
 
 def cache_key(cfg: DictConfig, runtime: dict[str, str]) -> str:
     """16 hex digits naming the Fisher estimate `cfg` asks for (module docstring)."""
-    from .provenance import AT_IMPORT
+    from .provenance import TRAINING_SOURCE_SHA256
     from .record import library_versions
 
     config = comparable_config(cfg, runtime=runtime, seed=True)
     for key in SELECTION_KEYS:
         config.get("mask", {}).pop(key, None)
     data = {"dir": str(cfg.data.get("dir")), "source": str(cfg.data.get("source"))}
-    return digest({"config": config, "data": data, "code": AT_IMPORT["source_sha256"],
+    return digest({"config": config, "data": data, "code": TRAINING_SOURCE_SHA256,
                    "versions": library_versions()}, 16)
 
 

@@ -16,10 +16,19 @@ from typing import Any
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def source_digest(package_dir: Path = PACKAGE_DIR) -> str:
-    """SHA-256 over the relative path and bytes of every `.py` file of the package (sorted)."""
+# What never runs in a training process: the reporter, the planner and the benchmark (first path
+# parts under the package). An edit there cannot change a Fisher estimate, so the Fisher cache's key
+# (`TRAINING_SOURCE_SHA256`) leaves them out; the records' `source_sha256` covers every file.
+NOT_TRAINING = ("report", "plan.py", "bench")
+
+
+def source_digest(package_dir: Path = PACKAGE_DIR, exclude: tuple[str, ...] = ()) -> str:
+    """SHA-256 over the relative path and bytes of every `.py` file of the package (sorted), but
+    those whose first path part is in `exclude`."""
     h = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
+        if path.relative_to(package_dir).parts[0] in exclude:
+            continue
         h.update(str(path.relative_to(package_dir)).encode())
         h.update(b"\0")
         h.update(path.read_bytes())
@@ -42,3 +51,4 @@ def git_revision(root: Path = PACKAGE_DIR.parent) -> dict[str, Any]:
 
 # Read once, when the package is imported (see the module docstring).
 AT_IMPORT: dict[str, Any] = {**git_revision(), "source_sha256": source_digest(), "read_at": "import"}
+TRAINING_SOURCE_SHA256: str = source_digest(exclude=NOT_TRAINING)

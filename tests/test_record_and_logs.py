@@ -31,6 +31,25 @@ def test_source_digest_changes_with_any_source_file(tmp_path: Path) -> None:
     assert source_digest(tmp_path) != before
 
 
+def test_the_fisher_cache_key_ignores_the_reporter_planner_and_benchmark(tmp_path: Path) -> None:
+    """An edit to code that never runs in a training process keeps the cached Fishers; any other
+    edit (here: a new estimator module) makes them a miss."""
+    from fishtune import provenance
+
+    for rel in ("fisher.py", "report/tables.py", "plan.py", "bench/step.py"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    training = provenance.source_digest(tmp_path, exclude=provenance.NOT_TRAINING)
+    for rel in ("report/tables.py", "plan.py", "bench/step.py"):
+        (tmp_path / rel).write_text("x = 2\n")
+    (tmp_path / "report" / "new.py").write_text("")
+    assert provenance.source_digest(tmp_path, exclude=provenance.NOT_TRAINING) == training
+    (tmp_path / "fisher.py").write_text("x = 2\n")
+    assert provenance.source_digest(tmp_path, exclude=provenance.NOT_TRAINING) != training
+    assert provenance.TRAINING_SOURCE_SHA256 == provenance.source_digest(exclude=provenance.NOT_TRAINING)
+    assert all((provenance.PACKAGE_DIR / part).exists() for part in provenance.NOT_TRAINING)  # names still real
+
+
 def test_peak_memory_is_per_run() -> None:
     from fishtune.record import peak_memory, reset_peak_memory
 
