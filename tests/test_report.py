@@ -447,17 +447,31 @@ STUDIES = sorted(p.name for p in (REPO / "results" / "study").iterdir()
                  if p.is_dir() and (REPO / "results" / "tables" / p.name).is_dir())
 
 
+# Report folders cut from a study with filters (`make report-cpu` writes them, without figures).
+VIEWS = {"minilm-l6-cpu-table1": ("minilm-l6-cpu", ["--task", "mrpc", "--task", "sst2"])}
+
+
 def test_every_committed_study_has_its_tables() -> None:
     assert "minilm-l6" in STUDIES and len(STUDIES) == len(list((REPO / "results" / "study").iterdir()))
+    folders = sorted(p.name for p in (REPO / "results" / "tables").iterdir() if p.is_dir())
+    assert folders == sorted(STUDIES + list(VIEWS)), "every report folder is a study's or a view's"
 
 
-def _regenerate_and_compare(study: str, out: Path, *, figures: bool) -> None:
-    """`fishtune report --runs results/study/<study>` into `out` equals results/tables/<study>, file
-    for file (figures only with `figures`, and compared byte for byte only under FIGURES_MATPLOTLIB)."""
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_the_committed_views_regenerate_byte_for_byte(view: str, tmp_path: Path) -> None:
+    study, filters = VIEWS[view]
+    _regenerate_and_compare(study, tmp_path / view, figures=False, name=view, filters=filters)
+
+
+def _regenerate_and_compare(study: str, out: Path, *, figures: bool, name: str | None = None,
+                            filters: list[str] = ()) -> None:
+    """`fishtune report --runs results/study/<study> <filters>` into `out` equals results/tables/<name>
+    (default: <study>), file for file (figures only with `figures`, and compared byte for byte only
+    under FIGURES_MATPLOTLIB)."""
     import matplotlib
 
-    committed = REPO / "results" / "tables" / study
-    assert report_main(["--runs", str(REPO / "results" / "study" / study), "--out", str(out)]
+    committed = REPO / "results" / "tables" / (name or study)
+    assert report_main(["--runs", str(REPO / "results" / "study" / study), "--out", str(out), *filters]
                        + ([] if figures else ["--no-figures"])) == 0
     is_figure = lambda name: name.endswith((".png", ".pdf"))  # noqa: E731
     files = sorted(p.name for p in out.iterdir())
@@ -465,7 +479,7 @@ def _regenerate_and_compare(study: str, out: Path, *, figures: bool) -> None:
     compared = [f for f in files if not is_figure(f) or matplotlib.__version__ == FIGURES_MATPLOTLIB]
     _, mismatch, errors = filecmp.cmpfiles(committed, out, compared, shallow=False)
     assert not mismatch and not errors, f"regenerate with `fishtune report --runs results/study/{study} " \
-                                        f"--out results/tables/{study}`: {mismatch}"
+                                        f"--out results/tables/{name or study} {' '.join(filters)}`: {mismatch}"
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -540,7 +554,7 @@ def test_every_result_row_in_the_readme_is_a_row_of_a_committed_table(tmp_path: 
         if not _CONFIG_ROW.match(line):
             continue
         cells = _cells(line)
-        scores = [m.group(0) for m in map(_SCORE.match, cells[1:]) if m]
+        scores = [m.group(0) for c in cells[1:] if (m := _SCORE.match(c)) and not _PAIRED_CELL.fullmatch(c)]
         found = any(all(any(c == s or c.startswith(s + " ") for c in row) for s in scores)
                     for row in rows.get(cells[0], []))
         checked += 1
@@ -567,10 +581,11 @@ def test_every_paired_difference_in_the_readme_is_in_a_committed_paired_table() 
     assert shown and not stale, "\n".join(stale)
 
 
-def test_readme_table3_script_cuts_the_group_and_its_paired_differences_verbatim(tmp_path: Path) -> None:
-    """scripts/readme_table3.py: the FISH row's budget group and a task × comparison grid of its
-    paired differences, every cell as the report wrote it (so the two README checks above pass)."""
-    script = _script("readme_table3")
+def test_readme_tables_script_cuts_each_kind_of_block_verbatim(tmp_path: Path, capsys) -> None:
+    """scripts/readme_tables.py: a FISH row's budget group, its paired differences per task, Table 1
+    rows (each FISH row after its vanilla partner) and FISH − vanilla per row, every cell as the
+    report wrote it (so the README checks above pass)."""
+    script = _script("readme_tables")
     runs = tmp_path / "runs"
     _contrastive(runs, {"none": [70.0, 72.0], "fish": [71.0, 74.0], "random": [70.0, 70.0], "reverse": [60.0, 61.0]})
     _record(runs, task="mrpc", mask="fish", seed=1, score=99.0, selected=7, config={"mask.keep_ratio": 0.01},
@@ -578,38 +593,49 @@ def test_readme_table3_script_cuts_the_group_and_its_paired_differences_verbatim
     out = tmp_path / "tables"
     assert _report(runs, out) == 0
     fish = "minilm-l6 / lora-r16 / fish [keep_ratio=None]"
-    group = script.group_table((out / "table3.md").read_text(), fish).splitlines()
+    group = script.render("group", out, fish).splitlines()
     assert group[0] == "| config | kind | mrpc | rte | avg |" and len(group) == 6  # not the other budget's row
     assert group[3] == "| minilm-l6 / lora-r16 / fish [keep_ratio=None] | fish | 72.50 ± 2.12 (n=2) | 73.50 ± 2.12 (n=2) | 73.00 (n=2) |"
-    paired = script.paired_table((out / "paired.md").read_text(), fish).splitlines()
+    paired = script.render("paired", out, fish).splitlines()
     assert paired[0] == "| task | FISH − vanilla | FISH − random | FISH − reverse |"
     assert paired[2] == "| mrpc | +1.50 [-4.85, +7.85] (n=2) | +2.50 [-16.56, +21.56] (n=2) | +12.00 [-0.71, +24.71] (n=2) |"
     assert [line.split(" | ")[0] for line in paired[2:]] == ["| mrpc", "| rte", "| avg (mrpc,rte)"]
     committed = (out / "paired.md").read_text()
     assert all(cell in committed for line in paired[2:] for cell in _PAIRED_CELL.findall(line))
-    assert script.main([str(tmp_path / "nothing"), fish]) == 2
+    table1 = script.render("table1", out, fish).splitlines()
+    assert table1[0] == "| config | kind | trainable | backbone_pct | mrpc F1 | mrpc acc | rte acc | avg |"  # no live
+    assert [line.split(" | ")[0] for line in table1[2:]] == ["| minilm-l6 / lora-r8 / none", f"| {fish}"]
+    assert table1[3] == f"| {fish} | fish | 100 | 0.5% | missing | 72.50 ± 2.12 (n=2) | 73.50 ± 2.12 (n=2) | 73.00 (n=2) |"
+    vanilla = script.render("vanilla", out, f"{fish}; ").splitlines()
+    assert vanilla[0] == "| FISH row | mrpc | rte | avg (mrpc,rte) |"
+    assert vanilla[2] == f"| {fish} | {paired[2].split(' | ')[1]} | {paired[3].split(' | ')[1]} | {paired[4].split(' | ')[1]} |"
+    for kind, argument, message in (("group", "nosuch", "no row 'nosuch' in table3.md"),
+                                    ("vanilla", "nosuch", "no paired differences of 'nosuch'"),
+                                    ("table9", fish, "unknown block kind 'table9'")):
+        with pytest.raises(script.BlockError, match=re.escape(message)):
+            script.render(kind, out, argument)
+    assert script.main(["--print", f"group {tmp_path / 'nothing'}: {fish}"]) == 2
+    assert "run `fishtune report --out" in capsys.readouterr().err
 
-    # --readme: refills every fenced block with its row's table, leaves the prose alone, then is a no-op
+    # a README: every fenced block refilled from the folder it names, the prose left alone, then a no-op
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n<!-- readme_table3 group: {fish} -->\nstale\n<!-- /readme_table3 -->\nmiddle\n"
-                      f"<!-- readme_table3 paired: {fish} -->\n<!-- /readme_table3 -->\nend\n")
-    assert script.main([str(out), "--readme", str(readme)]) == 0
+    readme.write_text(f"intro\n<!-- readme_tables group tables: {fish} -->\nstale\n<!-- /readme_tables -->\nmiddle\n"
+                      f"<!-- readme_tables paired tables: {fish} -->\n<!-- /readme_tables -->\nend\n")
+    assert script.main([str(readme), "--check"]) == 1 and "stale" in readme.read_text()
+    assert script.main([str(readme)]) == 0
     text = readme.read_text()
     assert "stale" not in text and "\n".join(group) in text and "\n".join(paired) in text
-    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("<!-- /readme_table3 -->\nend\n")
-    assert script.main([str(out), "--readme", str(readme)]) == 0 and readme.read_text() == text
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("<!-- /readme_tables -->\nend\n")
+    assert script.main([str(readme)]) == 0 and script.main([str(readme), "--check"]) == 0 and readme.read_text() == text
     readme.write_text("no blocks here\n")
-    assert script.main([str(out), "--readme", str(readme)]) == 2
+    assert script.main([str(readme)]) == 2
 
 
-def test_the_readme_table3_blocks_are_up_to_date() -> None:
-    """Every fenced Table 3 block of the README is what scripts/readme_table3.py cuts from the
-    committed report today (a changed digit, a landed seed or a new column fails here)."""
-    script = _script("readme_table3")
+def test_the_readme_tables_are_up_to_date() -> None:
+    """Every fenced block of the README is what scripts/readme_tables.py cuts from the committed
+    reports today (a changed digit, a landed seed or a new column fails here)."""
+    script = _script("readme_tables")
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = script.BLOCK.findall(text)
-    assert blocks, "the README has no readme_table3 blocks"
-    tables = REPO / "results" / "tables" / "minilm-l6-cpu"
-    updated, _ = script.update_blocks(text, (tables / "table3.md").read_text(encoding="utf-8"),
-                                      (tables / "paired.md").read_text(encoding="utf-8"))
-    assert updated == text, "run: python scripts/readme_table3.py results/tables/minilm-l6-cpu --readme README.md"
+    assert {kind for _, kind, *_ in script.BLOCK.findall(text)} >= {"group", "paired"}
+    updated, _ = script.update_blocks(text, REPO)
+    assert updated == text, "run: python scripts/readme_tables.py README.md"
