@@ -261,7 +261,7 @@ def test_table3_and_paired_differences_over_matched_seeds(tmp_path: Path) -> Non
     assert "| 72.50 (n=3) |" in shown_t3 and "| 61.25 (n=2–3) |" in shown_t3
     paired = pd.read_csv(out / "paired.csv")
     fish_vanilla = paired[(paired["comparison"] == "FISH − vanilla") & (paired["task"] == "mrpc")].iloc[0]
-    assert fish_vanilla["n"] == 3 and fish_vanilla["seeds"] == "1,2,3"
+    assert fish_vanilla["n"] == 3 and fish_vanilla["seeds"] == "1,2,3" and fish_vanilla["per_seed"] == "+1.00, +2.00, +0.00"
     mean, low, high = t_interval([1.0, 2.0, 0.0])  # FISH − vanilla per seed
     assert fish_vanilla["mean_diff"] == pytest.approx(1.0) and fish_vanilla["ci95_low"] == pytest.approx(round(low, 4))
     assert low == pytest.approx(1.0 - 4.302653 * 1.0 / math.sqrt(3), abs=1e-5) and high == pytest.approx(2 - low)

@@ -13,7 +13,8 @@ Paired differences: FISH − partner on the same task and seed (both complete; c
 included), per task and on the per-seed average over the tasks both rows have (seeds with every one
 of those tasks). Reported: the mean difference, a 95% t confidence interval over seeds
 (mean ± t(0.975, n−1)·s/√n, `scipy.stats.t`), and n; with a single pair, the difference and
-"n=1, no CI".
+"n=1, no CI"; and each seed's difference (`per seed`, in the order of `seeds`), so a reader sees
+whether a wide interval comes from one seed.
 """
 
 from __future__ import annotations
@@ -106,23 +107,25 @@ def paired_differences(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             common = sorted(set.intersection(*(set(d) for d in per_task.values())))
             avg = {s: sum(d[s] for d in per_task.values()) / len(per_task) for s in common}
             lines.append(_line(fish, kind, partner, "avg (" + ",".join(per_task) + ")", avg))
-    columns = ["comparison", "fish", "partner", "task", "n", "mean_diff", "ci95_low", "ci95_high", "seeds"]
+    columns = ["comparison", "fish", "partner", "task", "n", "mean_diff", "ci95_low", "ci95_high", "seeds", "per_seed"]
     csv = pd.DataFrame(lines, columns=columns)
     shown = csv[["comparison", "fish", "partner", "task"]].copy()
     shown["FISH − partner (95% t CI over seeds)"] = [_fmt(m, lo, hi, n) for m, lo, hi, n in
                                                      zip(csv["mean_diff"], csv["ci95_low"], csv["ci95_high"], csv["n"])]
     shown["seeds"] = csv["seeds"]
+    shown["per seed"] = csv["per_seed"]
     return csv, shown.set_index("comparison")
 
 
 def _line(fish: str, kind: str, partner: str, task: str, diffs: dict[int, float]) -> dict:
     if not diffs:
         return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": 0,
-                "mean_diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "seeds": ""}
+                "mean_diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "seeds": "", "per_seed": ""}
     mean, low, high = t_interval([diffs[s] for s in sorted(diffs)])
     return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": len(diffs),
             "mean_diff": round(mean, 4), "ci95_low": round(low, 4), "ci95_high": round(high, 4),
-            "seeds": ",".join(str(s) for s in sorted(diffs))}
+            "seeds": ",".join(str(s) for s in sorted(diffs)),
+            "per_seed": ", ".join(f"{diffs[s]:+.2f}" for s in sorted(diffs))}
 
 
 def _fmt(mean: float, low: float, high: float, n: int) -> str:
