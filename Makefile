@@ -69,10 +69,11 @@ reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the abla
 	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
 	$(MAKE) --no-print-directory report-cpu
 
+# report-cpu also writes Table 1's view (MRPC and SST-2 only, the tasks every method runs, so its avg is
+# over both; tables only) and refills the README's result blocks from the reports (scripts/readme_tables.py).
 report-cpu: install  ## copy reproduce-cpu's complete records into results/study/minilm-l6-cpu and rebuild its tables (trains nothing)
 	$(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu
 	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu
-	# Table 1's view: MRPC and SST-2 only, the tasks every method runs, so its avg is over both (tables only)
 	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu-table1 \
 	  --task mrpc --task sst2 --no-figures > /dev/null
 	$(BIN)/python scripts/readme_tables.py README.md

@@ -269,6 +269,8 @@ def test_make_reproduce_cpu_runs_every_cpu_experiment_then_reports() -> None:
     assert all(0 <= out.stdout.find(r) < listed.start() for r in restore)
     assert "scripts/snapshot_records.py results/runs-cpu results/study/minilm-l6-cpu" in out.stdout
     assert "fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu" in out.stdout
+    view = "--out results/tables/minilm-l6-cpu-table1 \\\n  --task mrpc --task sst2 --no-figures"  # test_report's VIEWS
+    assert view in out.stdout and "scripts/readme_tables.py README.md" in out.stdout
     gpu = re.search(r"for e in ([^;]+); do .*experiment=\$e train.device=cuda runs_root=(\S+)", out.stdout)
     assert gpu and sorted(gpu.group(1).split()) == ["table1", "table3", "table6"]
     # Neither runs folder sits inside the default one, results/runs: a report or a snapshot of it would
