@@ -90,6 +90,33 @@ def test_report_aggregates_seeds_and_lists_what_it_leaves_out(tmp_path: Path, ca
     assert "## Runs and their status" in (out / "tables.md").read_text()
 
 
+def test_a_cap_that_only_differs_between_tasks_is_not_part_of_the_row(tmp_path: Path) -> None:
+    """One experiment's `max_train_samples=10000` keeps all of MRPC (recorded as no cap) and draws
+    10,000 of SST-2: the same row on both tasks, the subset named in the notes. A second cap on the
+    same task is a real difference: there the cap tells the rows apart."""
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        _record(runs, task="mrpc", mask="fish", seed=seed, score=80.0, config={"train.max_train_samples": None})
+        _record(runs, task="sst2", mask="fish", seed=seed, score=90.0, config={"train.max_train_samples": 10000})
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    table = _csv(out, "table1")
+    assert list(table.index) == ["minilm-l6 / lora-r16 / fish"] and table.loc["minilm-l6 / lora-r16 / fish", "avg"] == 85.0
+    assert "Training subsets (train.max_train_samples" in (out / "table1.md").read_text()
+    assert "sst2 10,000 examples." in (out / "table1.md").read_text()
+    assert not list(out.glob("ablation_*max_train_samples*"))  # not an ablation axis either
+
+    _record(runs, task="sst2", mask="fish", seed=1, score=95.0, config={"train.max_train_samples": None},
+            folder_name="whole")
+    assert _report(runs, out) == 0
+    table = _csv(out, "table1")
+    # the whole split of every task is one row (MRPC's runs and the new SST-2 run), the SST-2 subset another
+    whole, subset = "minilm-l6 / lora-r16 / fish [max_train_samples=None]", "minilm-l6 / lora-r16 / fish [max_train_samples=10000]"
+    assert sorted(table.index) == [subset, whole]
+    assert table.loc[whole, "sst2 acc mean"] == 95.0 and table.loc[whole, "mrpc acc n"] == 2
+    assert table.loc[subset, "sst2 acc mean"] == 90.0 and table.loc[subset, "mrpc acc n"] == 0
+
+
 def test_failed_diverged_collapsed_and_missing_cells_are_shown(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _record(runs, task="rte", mask="fish", seed=1, score=70.0)

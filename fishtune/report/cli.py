@@ -25,7 +25,7 @@ from .cost import cost_table
 from .figures import convergence_figures, remove_stale_figures
 from .pairs import __doc__ as PAIRS_DOC
 from .pairs import paired_differences
-from .records import scan_records
+from .records import scan_records, train_subsets
 from .render import to_markdown, write_table
 from .status import status_tables
 from .tables import mask_share_table, table1, table3, table6
@@ -36,6 +36,15 @@ BUDGET_NOTE = ("trainable: method entries the optimizer updates (selected + dens
                "in every row of a model, is not counted); backbone_pct: trainable / the pre-trained model's "
                "parameters without its head (records that predate `trainable.backbone`: –); live: trainable "
                "entries that can move (see README, \"Budget that can never move\").")
+
+
+def subset_note(subsets: dict[str, list[int]]) -> str:
+    """` Training subsets: sst2 10,000 examples (...)`, or "" when every run trained on its whole split."""
+    if not subsets:
+        return ""
+    listed = "; ".join(f"{task} {', '.join(f'{n:,}' for n in caps)}" for task, caps in subsets.items())
+    return (f" Training subsets (train.max_train_samples, a seeded draw per run; not part of the row, "
+            f"which is the same config on every task): {listed} examples.")
 
 
 def main(argv: list[str]) -> int:
@@ -75,16 +84,17 @@ def main(argv: list[str]) -> int:
               f"every record and its status: {out / 'runs_status.md'}", file=sys.stderr)
         return 1
     runs, others = with_labels(runs, others)
+    subsets = subset_note(train_subsets(runs))
 
     sections = [
         write_table(out, "table1", *table1(runs, others), title="Table 1: methods × GLUE (dev, last epoch)",
                     note=f"{CELL_NOTE} avg: mean of the task scores (a task's score is the mean of its metrics), "
                          f"only for rows with every task; (n=1–3): its task cells have 1 to 3 seeds, so it mixes "
-                         f"seeds (the paired avg does not). {BUDGET_NOTE}"),
+                         f"seeds (the paired avg does not). {BUDGET_NOTE}{subsets}"),
         write_table(out, "table3", *table3(runs, others), title="Table 3: contrastive study (dev score per task)",
                     note=f"Rows grouped by budget: same model, method family, trainable count, device and precision. "
                          f"{CELL_NOTE} avg: mean of the task scores, only for rows with every task; (n=1–3): its task "
-                         f"cells have 1 to 3 seeds, so it mixes seeds (the paired avg does not)."),
+                         f"cells have 1 to 3 seeds, so it mixes seeds (the paired avg does not).{subsets}"),
         write_table(out, "paired", *paired_differences(runs),
                     title="Paired differences: FISH − vanilla / random / reverse over matched seeds",
                     note=" ".join(PAIRS_DOC.split())),

@@ -11,6 +11,13 @@ failed, diverged, were interrupted or are still running (with the config and see
 so the tables can say "1 failed" in the right cell), malformed records, test-model runs and
 duplicates, each with its folder and status in `listing`.
 
+Training subsets: `train.max_train_samples` is read against the task (a cap at or above a task's
+train size is no cap, `fishtune.config.effective_max_train_samples`), so one experiment's cap is
+10000 on SST-2 and none on MRPC. A row is one config across tasks, so the cap leaves the row's
+identity (`row_config`) wherever every run of that config on that task has the same cap: the
+subset is a property of the task's data, named in the table notes (`train_subsets`). Where one
+config ran one task with two caps, the cap stays in the rows of that task and tells them apart.
+
 Collapsed runs: a complete run whose last-epoch dev `score` equals the record's `majority_baseline`
 score (the same metrics computed for always predicting the training majority class; regression:
 its mean) to within `COLLAPSE_TOL` is marked `collapsed`. Such a run is still a result (it counts
@@ -103,6 +110,7 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
             listing_frame.loc[listing_frame["folder"] == folder, ["status", "detail"]] = \
                 ["duplicate", f"superseded by {kept} (same config and seed, newer)"]
     others_frame = pd.DataFrame(others)
+    runs, others_frame = _task_relative_caps(runs, others_frame)
     if not others_frame.empty and not runs.empty:
         done = set(zip(runs["digest"], runs["seed"]))
         keep = [(d, s) not in done for d, s in zip(others_frame["digest"], others_frame["seed"])]
@@ -112,6 +120,45 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
         others_frame = others_frame[keep].reset_index(drop=True)
     listing_frame = listing_frame.sort_values("folder", kind="stable").reset_index(drop=True)
     return Records(runs, others_frame, listing_frame)
+
+
+CAP = "train.max_train_samples"
+
+
+def _task_relative_caps(*frames: pd.DataFrame) -> list[pd.DataFrame]:
+    """The frames with `train_cap` (each run's cap on its task) and the cap dropped from `row_config`
+    (and `row_digest`) wherever all runs of the config on that task share it (module docstring)."""
+    every = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
+        else pd.DataFrame()
+    base = lambda config: _digest({k: v for k, v in config.items() if k != CAP})  # noqa: E731
+    caps: dict[tuple[str, str], set[str]] = {}
+    for config, task in zip(every.get("row_config", []), every.get("task", [])):
+        caps.setdefault((base(config), task), set()).add(str(config.get(CAP)))
+    out = []
+    for frame in frames:
+        if frame.empty:
+            out.append(frame)
+            continue
+        configs, digests = [], []
+        for config, task in zip(frame["row_config"], frame["task"]):
+            if len(caps[(base(config), task)]) == 1:
+                config = {k: v for k, v in config.items() if k != CAP}
+            configs.append(config)
+            digests.append(_digest(config))
+        out.append(frame.assign(train_cap=[c.get(CAP) for c in frame["row_config"]], row_config=configs,
+                                row_digest=digests))
+    return out
+
+
+def train_subsets(runs: pd.DataFrame) -> dict[str, list[int]]:
+    """{task: its caps} for the tasks some run trained on a subset of (cap not in the row label)."""
+    found: dict[str, set[int]] = {}
+    if runs.empty or "train_cap" not in runs:
+        return {}
+    for task, cap, config in zip(runs["task"], runs["train_cap"], runs["row_config"]):
+        if cap is not None and not pd.isna(cap) and CAP not in config:
+            found.setdefault(task, set()).add(int(cap))
+    return {task: sorted(caps) for task, caps in sorted(found.items())}
 
 
 def _drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
