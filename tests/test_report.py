@@ -633,6 +633,8 @@ def test_readme_tables_script_cuts_each_kind_of_block_verbatim(tmp_path: Path, c
     assert table1[0] == "| config | kind | trainable | backbone_pct | mrpc F1 | mrpc acc | rte acc | avg |"  # no live
     assert [line.split(" | ")[0] for line in table1[2:]] == ["| minilm-l6 / lora-r8 / none", f"| {fish}"]
     assert table1[3] == f"| {fish} | fish | 100 | 0.5% | missing | 72.50 ± 2.12 (n=2) | 73.50 ± 2.12 (n=2) | 73.00 (n=2) |"
+    alone = script.render("table1", out, "minilm-l6 / lora-r8 / none").splitlines()  # no FISH pairing: itself only
+    assert [line.split(" | ")[0] for line in alone[2:]] == ["| minilm-l6 / lora-r8 / none"]
     vanilla = script.render("vanilla", out, f"{fish}; ").splitlines()
     assert vanilla[0] == "| FISH row | mrpc | rte | avg (mrpc,rte) |"
     assert vanilla[2] == f"| {fish} | {paired[2].split(' | ')[1]} | {paired[3].split(' | ')[1]} | {paired[4].split(' | ')[1]} |"
