@@ -128,25 +128,22 @@ CAP = "train.max_train_samples"
 def _task_relative_caps(*frames: pd.DataFrame) -> list[pd.DataFrame]:
     """The frames with `train_cap` (each run's cap on its task) and the cap dropped from `row_config`
     (and `row_digest`) wherever all runs of the config on that task share it (module docstring)."""
-    every = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
-        else pd.DataFrame()
-    base = lambda config: _digest({k: v for k, v in config.items() if k != CAP})  # noqa: E731
+    # per frame: (the row config's digest without the cap, task) of each run
+    keys = [[(_digest({k: v for k, v in c.items() if k != CAP}), t) for c, t in zip(f["row_config"], f["task"])]
+            if not f.empty else [] for f in frames]
     caps: dict[tuple[str, str], set[str]] = {}
-    for config, task in zip(every.get("row_config", []), every.get("task", [])):
-        caps.setdefault((base(config), task), set()).add(str(config.get(CAP)))
+    for frame, frame_keys in zip(frames, keys):
+        for config, key in zip(frame.get("row_config", []), frame_keys):
+            caps.setdefault(key, set()).add(str(config.get(CAP)))
     out = []
-    for frame in frames:
+    for frame, frame_keys in zip(frames, keys):
         if frame.empty:
             out.append(frame)
             continue
-        configs, digests = [], []
-        for config, task in zip(frame["row_config"], frame["task"]):
-            if len(caps[(base(config), task)]) == 1:
-                config = {k: v for k, v in config.items() if k != CAP}
-            configs.append(config)
-            digests.append(_digest(config))
+        configs = [{k: v for k, v in c.items() if k != CAP} if len(caps[key]) == 1 else c
+                   for c, key in zip(frame["row_config"], frame_keys)]
         out.append(frame.assign(train_cap=[c.get(CAP) for c in frame["row_config"]], row_config=configs,
-                                row_digest=digests))
+                                row_digest=[_digest(c) for c in configs]))
     return out
 
 
