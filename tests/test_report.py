@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from fishtune.report.anatomy import anatomy_table, locate, site_share_table
+from fishtune.report.anatomy import anatomy_table, locate, run_shares, site_share_table
 from fishtune.report.cli import main as report_main
 from fishtune.report.pairs import t_interval
 
@@ -360,13 +360,14 @@ def test_mask_anatomy_from_records_and_from_mask_files(tmp_path: Path) -> None:
     from fishtune.report.cells import with_labels
 
     (frame,) = with_labels(scan_records(runs).runs)
-    table = anatomy_table(frame)
+    shares = run_shares(frame)
+    table = anatomy_table(shares)
     table = table[table["config"] == "minilm-l6 / lora-r16 / fish"].set_index(["layer", "site"])["share"]
     # (0.3 + 1.0) / 2 runs, 0.1 / 2, 0.6 / 2: the mean over the two runs that have counts
     assert table.to_dict() == {("0", "attention.self.query.lora_A"): 0.65, ("0", "attention.self.query.lora_B"): 0.05,
                                ("1", "attention.self.query.lora_A"): 0.3}
     # per task, layers summed: (0.9 + 1.0) / 2 and (0.1 + 0) / 2 (a site one run lacks counts 0 there)
-    sites = site_share_table(frame).set_index(["config", "task", "site"])
+    sites = site_share_table(shares).set_index(["config", "task", "site"])
     assert sites.loc[("minilm-l6 / lora-r16 / fish", "mrpc")].to_dict("index") == {
         "attention.self.query.lora_A": {"share": 0.95, "runs": 2},
         "attention.self.query.lora_B": {"share": 0.05, "runs": 2}}

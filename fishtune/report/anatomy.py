@@ -51,8 +51,9 @@ def selected_counts(row: pd.Series) -> dict[str, int] | None:
     return None
 
 
-def _run_shares(runs: pd.DataFrame) -> pd.DataFrame:
-    """One line per masked run × (layer, site): config, model, method, task, run, layer, site, share."""
+def run_shares(runs: pd.DataFrame) -> pd.DataFrame:
+    """One line per masked run × (layer, site): config, model, method, task, run, layer, site, share.
+    Both tables below are made from it (the mask files it may read are read once)."""
     masked = runs[runs["mask"] != "none"] if not runs.empty else runs
     lines, missing = [], []
     for row in masked.itertuples(index=False):
@@ -74,9 +75,8 @@ def _run_shares(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=["config", "model", "method", "task", "run", "layer", "site", "share"])
 
 
-def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table: config, method family, layer, site, share (mean over runs), runs."""
-    frame = _run_shares(runs)
+def anatomy_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long table from `run_shares`: config, method family, layer, site, share (mean over runs), runs."""
     if frame.empty:
         return pd.DataFrame(columns=["config", "model", "method", "layer", "site", "share", "runs"])
     # A site absent from one run of a config counts as 0 there: average over the config's runs.
@@ -88,11 +88,10 @@ def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["config", "order", "site"], kind="stable").drop(columns="order").reset_index(drop=True)
 
 
-def site_share_table(runs: pd.DataFrame) -> pd.DataFrame:
+def site_share_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Share of the mask per site, summed over layers, per masked config and task (mean over its
-    seeds; a site where one run selected nothing counts 0 there): long table config, task, site,
-    share, runs. The per-task companion of the pooled heatmap."""
-    frame = _run_shares(runs)
+    seeds; a site where one run selected nothing counts 0 there), from `run_shares`: long table
+    config, task, site, share, runs. The per-task companion of the pooled heatmap."""
     if frame.empty:
         return pd.DataFrame(columns=["config", "task", "site", "share", "runs"])
     per_run = frame.groupby(["config", "task", "run", "site"], sort=True)["share"].sum().reset_index()

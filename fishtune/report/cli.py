@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from .ablation import ablation_figures, ablation_table
-from .anatomy import anatomy_figures, anatomy_table, site_share_table
+from .anatomy import anatomy_figures, anatomy_table, run_shares, site_share_table
 from .cells import CELL_NOTE, with_labels
 from .cost import cost_table
 from .figures import convergence_figures, remove_stale_figures
@@ -109,9 +109,10 @@ def main(argv: list[str]) -> int:
     atomic_write_text(out / "mask_share.csv", share.to_csv(lineterminator="\n") if not share.empty else "")
     sections.append("## Share of the mask per parameter family (means over seeds)\n\n"
                     + (to_markdown(share.reset_index(level=1)) if not share.empty else "No masked runs.\n"))
-    anatomy = anatomy_table(runs)
+    shares = run_shares(runs)
+    anatomy = anatomy_table(shares)
     atomic_write_text(out / "mask_anatomy.csv", anatomy.to_csv(index=False, lineterminator="\n"))
-    sites = site_share_table(runs)
+    sites = site_share_table(shares)
     atomic_write_text(out / "mask_sites.csv", sites.to_csv(index=False, lineterminator="\n"))
     ablations = ablation_table(runs)
     atomic_write_text(out / "ablation.csv", ablations.to_csv(index=False, lineterminator="\n"))
