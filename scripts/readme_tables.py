@@ -31,7 +31,8 @@ from pathlib import Path
 from fishtune.atomic import atomic_write_text
 
 COMPARISONS = ("FISH − vanilla", "FISH − random", "FISH − reverse")
-KINDS = ("group", "paired", "table1", "vanilla")
+# each block kind and the report tables it is cut from
+KINDS = {"group": ["table3"], "paired": ["paired"], "table1": ["table1", "paired"], "vanilla": ["paired"]}
 BLOCK = re.compile(r"(<!-- readme_tables (\w+) (\S+): (.+?) -->\n)(.*?)(<!-- /readme_tables -->)", re.S)
 
 
@@ -123,9 +124,8 @@ def render(kind: str, folder: Path, argument: str) -> str:
     """The table a block `<!-- readme_tables KIND FOLDER: ARGUMENT -->` shows."""
     if kind not in KINDS:
         raise BlockError(f"unknown block kind {kind!r} (one of {', '.join(KINDS)})")
-    needed = {"group": ["table3"], "paired": ["paired"], "table1": ["table1", "paired"], "vanilla": ["paired"]}[kind]
     try:
-        text = {name: (folder / f"{name}.md").read_text(encoding="utf-8") for name in needed}
+        text = {name: (folder / f"{name}.md").read_text(encoding="utf-8") for name in KINDS[kind]}
     except OSError as err:
         raise BlockError(f"{err.strerror}: {err.filename} (run `fishtune report --out {folder}` first)") from err
     labels = [label.strip() for label in argument.split(";") if label.strip()]
