@@ -227,7 +227,7 @@ def test_outcomes_of_cells_run_elsewhere_are_counted(tmp_path: Path, monkeypatch
     assert "none reported an outcome here" in capsys.readouterr().err
 
 
-def test_launcher_configscompose_run() -> None:
+def test_launcher_configs_compose() -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     slurm = compose_run("hydra/launcher=slurm", hydra=True).hydra.launcher
