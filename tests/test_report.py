@@ -309,6 +309,15 @@ def test_a_single_pair_has_no_interval(tmp_path: Path) -> None:
     assert "+2.50 (n=1, no CI)" in (out / "paired.md").read_text()
 
 
+def test_a_difference_that_rounds_to_zero_prints_without_a_minus(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _contrastive(runs, {"none": [70.0, 70.0], "fish": [69.996, 70.0]}, tasks=("mrpc",))
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    shown = (out / "paired.md").read_text()
+    assert "| +0.00 [-0.03, +0.02] (n=2) | 1,2 | +0.00, +0.00 |" in shown and "-0.00" not in shown
+
+
 def test_fish_is_linked_to_the_partner_whose_config_differs_least(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for fisher_at, bump in (("warmup", 0.0), ("init", -5.0)):

@@ -125,12 +125,17 @@ def _line(fish: str, kind: str, partner: str, task: str, diffs: dict[int, float]
     return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": len(diffs),
             "mean_diff": round(mean, 4), "ci95_low": round(low, 4), "ci95_high": round(high, 4),
             "seeds": ",".join(str(s) for s in sorted(diffs)),
-            "per_seed": ", ".join(f"{diffs[s]:+.2f}" for s in sorted(diffs))}
+            "per_seed": ", ".join(_signed(diffs[s]) for s in sorted(diffs))}
 
 
 def _fmt(mean: float, low: float, high: float, n: int) -> str:
     if not n:
         return "no seed has every task"
     if n == 1:
-        return f"{mean:+.2f} (n=1, no CI)"
-    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={n})"
+        return f"{_signed(mean)} (n=1, no CI)"
+    return f"{_signed(mean)} [{_signed(low)}, {_signed(high)}] (n={n})"
+
+
+def _signed(x: float) -> str:
+    """`x` to 2 decimals with its sign; a value that rounds to zero prints as +0.00, never -0.00."""
+    return f"{round(x, 2) or 0.0:+.2f}"
