@@ -440,6 +440,9 @@ def _fixture(runs: Path) -> None:
         _record(runs, task="mrpc", mask="fish", seed=1, score=65.0 + steps, config={"mask.warmup_steps": steps},
                 folder_name=f"warm{steps}", extra={"mask_stats": {"by_family": {}, "selected_by_param": {
                     LORA.format(0, "value", "A"): 40 + steps, LORA.format(1, "value", "B"): 60 - steps}}})
+    _record(runs, task="rte", mask="fish", seed=1, score=55.0, config={"mask.warmup_steps": 0},  # a second task
+            folder_name="warm0-rte", extra={"mask_stats": {"by_family": {}, "selected_by_param": {
+                LORA.format(0, "query", "A"): 30, LORA.format(1, "value", "B"): 70}}})
     _record(runs, task="rte", mask="fish", seed=3, score=0.0, status="failed")
 
 
@@ -454,7 +457,7 @@ def test_a_report_is_byte_identical_when_regenerated(tmp_path: Path) -> None:
     assert files == sorted(p.name for p in second.iterdir())
     assert {f.rsplit(".", 1)[1] for f in files} == {"csv", "tex", "md", "png", "pdf"}
     assert any(f.startswith("convergence_") for f in files) and any(f.startswith("mask_anatomy_") for f in files)
-    assert any(f.startswith("ablation_") for f in files)
+    assert any(f.startswith("ablation_") for f in files) and any(f.startswith("mask_sites_") for f in files)
     match, mismatch, errors = filecmp.cmpfiles(first, second, files, shallow=False)
     assert not mismatch and not errors, mismatch
 
@@ -470,7 +473,7 @@ def test_a_rerun_into_the_same_folder_drops_figures_no_longer_made(tmp_path: Pat
         shutil.rmtree(folder)
     assert report_main(["--runs", str(runs), "--out", str(out)]) == 0
     assert report_main(["--runs", str(runs), "--out", str(fresh)]) == 0
-    assert not any(p.name.startswith("ablation_") for p in out.iterdir())
+    assert not any(p.name.startswith(("ablation_", "mask_sites_")) for p in out.iterdir())
     assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in fresh.iterdir()] + ["my_notes.md", "my_plot.png"])
     assert (out / "my_plot.png").read_bytes() == b"mine"
 

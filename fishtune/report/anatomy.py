@@ -8,6 +8,10 @@ embeddings, are the row `other`); the column is the tensor's site inside the lay
 the layer index without library boilerplate (`attention.self.query.lora_A`, `output.adapter_down`,
 `...bias`). A cell is the share of the mask there (selected entries there / all selected), averaged
 over the runs (tasks × seeds) of the config.
+
+Its per-task companion, `mask_sites_<model>_<method>`: per masked config that ran on more than one
+task, the share of the mask per site with the layers summed, one bar per task (mean over seeds,
+whiskers min–max over seeds): whether a mask puts its budget in the same places on every task.
 """
 
 from __future__ import annotations
@@ -129,4 +133,43 @@ def anatomy_figures(table: pd.DataFrame, out: Path) -> list[Path]:
             fig.suptitle(f"{model} / {method}: share of the mask per layer and site (mean over runs)")
             fig.tight_layout()
             written += save(fig, out / f"mask_anatomy_{slug(model)}_{slug(method)}")
+    return written
+
+
+def site_figures(shares: pd.DataFrame, out: Path) -> list[Path]:
+    """One bar chart per (model, method family) from `run_shares`: a panel per masked config with
+    runs on two or more tasks; x = site (layers summed), one bar per task = mean share over its
+    runs, whiskers = min–max over them (a site one run left empty counts 0 there)."""
+    written: list[Path] = []
+    if shares.empty:
+        return written
+    per_run = shares.groupby(["model", "method", "config", "task", "run", "site"])["share"].sum()
+    per_run = per_run.unstack("site", fill_value=0.0).stack().rename("share").reset_index()  # 0 where empty
+    for (model, method), g in per_run.groupby(["model", "method"], sort=True):
+        configs = sorted(c for c, rows in g.groupby("config") if rows["task"].nunique() > 1)
+        if not configs:
+            continue
+        cols = min(3, len(configs))
+        rows = -(-len(configs) // cols)
+        with plotting() as plt:
+            fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+            for ax, config in zip(axes.flat, configs):
+                c = g[g["config"] == config]
+                c = c[c["site"].isin(c.groupby("site")["share"].sum().loc[lambda total: total > 0].index)]
+                sites, tasks = sorted(c["site"].unique()), sorted(c["task"].unique())
+                width = 0.8 / len(tasks)
+                for i, task in enumerate(tasks):
+                    t = c[c["task"] == task].groupby("site")["share"].agg(["mean", "min", "max"]).reindex(sites) * 100
+                    x = [j + (i - (len(tasks) - 1) / 2) * width for j in range(len(sites))]
+                    ax.bar(x, t["mean"], width, label=f"{task} (n={c.loc[c['task'] == task, 'run'].nunique()})",
+                           yerr=[t["mean"] - t["min"], t["max"] - t["mean"]], capsize=1.5, error_kw={"lw": 0.6})
+                ax.set_xticks(range(len(sites)), sites, rotation=60, ha="right", fontsize=6)
+                top = float(c.groupby(["site", "task"])["share"].max().max()) * 100
+                ax.set(ylabel="% of the mask (layers summed)", title=config, ylim=(0, top * 1.25))  # room for the key
+                ax.legend(loc="upper center", ncol=len(tasks))
+            for ax in list(axes.flat)[len(configs):]:
+                ax.axis("off")
+            fig.suptitle(f"{model} / {method}: share of the mask per site and task (mean, min–max over seeds)")
+            fig.tight_layout()
+            written += save(fig, out / f"mask_sites_{slug(model)}_{slug(method)}")
     return written

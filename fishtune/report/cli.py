@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from .ablation import ablation_figures, ablation_table
-from .anatomy import anatomy_figures, anatomy_table, run_shares, site_share_table
+from .anatomy import anatomy_figures, anatomy_table, run_shares, site_figures, site_share_table
 from .cells import CELL_NOTE, with_labels
 from .cost import cost_table
 from .figures import convergence_figures, remove_stale_figures
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
 
     figures = []
     if not args.no_figures:
-        figures = (convergence_figures(runs, out) + anatomy_figures(anatomy, out)
+        figures = (convergence_figures(runs, out) + anatomy_figures(anatomy, out) + site_figures(shares, out)
                    + ablation_figures(ablations, out))
         for path in remove_stale_figures(out, figures):
             log.info("removed %s (no longer made from these records)", path)

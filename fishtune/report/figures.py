@@ -51,7 +51,7 @@ def save(fig, stem: Path) -> list[Path]:
     return [png, pdf]
 
 
-FIGURE_PREFIXES = ("convergence_", "mask_anatomy_", "ablation_")
+FIGURE_PREFIXES = ("convergence_", "mask_anatomy_", "mask_sites_", "ablation_")
 
 
 def remove_stale_figures(out: Path, written: list[Path]) -> list[Path]:
