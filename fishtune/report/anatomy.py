@@ -113,12 +113,10 @@ def anatomy_figures(table: pd.DataFrame, out: Path) -> list[Path]:
         return written
     for (model, method), g in table.groupby(["model", "method"], sort=True):
         configs = sorted(g["config"].unique())
-        cols = min(3, len(configs))
-        rows = -(-len(configs) // cols)
         with plotting() as plt:
-            fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+            fig, axes = _panels(plt, len(configs), (4.2, 3.6))
             top = float(g.groupby(["config", "layer", "site"])["share"].sum().max()) * 100  # one scale for all panels
-            for ax, config in zip(axes.flat, configs):
+            for ax, config in zip(axes, configs):
                 c = g[g["config"] == config]
                 grid = c.pivot_table(index="layer", columns="site", values="share", aggfunc="sum", fill_value=0.0)
                 grid = grid.loc[sorted(grid.index, key=lambda x: int(x) if x.isdigit() else 10**6)]
@@ -128,11 +126,8 @@ def anatomy_figures(table: pd.DataFrame, out: Path) -> list[Path]:
                 ax.set(ylabel="layer", title=f"{config}\n(n={int(c['runs'].iloc[0])} runs)")
                 ax.grid(False)
                 fig.colorbar(image, ax=ax, label="% of the mask")
-            for ax in list(axes.flat)[len(configs):]:
-                ax.axis("off")
-            fig.suptitle(f"{model} / {method}: share of the mask per layer and site (mean over runs)")
-            fig.tight_layout()
-            written += save(fig, out / f"mask_anatomy_{slug(model)}_{slug(method)}")
+            written += _finish(fig, f"{model} / {method}: share of the mask per layer and site (mean over runs)",
+                               out / f"mask_anatomy_{slug(model)}_{slug(method)}")
     return written
 
 
@@ -149,11 +144,9 @@ def site_figures(shares: pd.DataFrame, out: Path) -> list[Path]:
         configs = sorted(c for c, rows in g.groupby("config") if rows["task"].nunique() > 1)
         if not configs:
             continue
-        cols = min(3, len(configs))
-        rows = -(-len(configs) // cols)
         with plotting() as plt:
-            fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-            for ax, config in zip(axes.flat, configs):
+            fig, axes = _panels(plt, len(configs), (4.2, 3.2))
+            for ax, config in zip(axes, configs):
                 c = g[g["config"] == config]
                 c = c[c["site"].isin(c.groupby("site")["share"].sum().loc[lambda total: total > 0].index)]
                 sites, tasks = sorted(c["site"].unique()), sorted(c["task"].unique())
@@ -167,9 +160,22 @@ def site_figures(shares: pd.DataFrame, out: Path) -> list[Path]:
                 top = float(c.groupby(["site", "task"])["share"].max().max()) * 100
                 ax.set(ylabel="% of the mask (layers summed)", title=config, ylim=(0, top * 1.25))  # room for the key
                 ax.legend(loc="upper center", ncol=len(tasks))
-            for ax in list(axes.flat)[len(configs):]:
-                ax.axis("off")
-            fig.suptitle(f"{model} / {method}: share of the mask per site and task (mean, min–max over seeds)")
-            fig.tight_layout()
-            written += save(fig, out / f"mask_sites_{slug(model)}_{slug(method)}")
+            written += _finish(fig, f"{model} / {method}: share of the mask per site and task (mean, min–max over "
+                                    "seeds)", out / f"mask_sites_{slug(model)}_{slug(method)}")
     return written
+
+
+def _panels(plt, count: int, size: tuple[float, float]):
+    """(figure, its first `count` axes): up to 3 panels a row of `size` inches each, the spare ones blank."""
+    cols = min(3, count)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:count]
+
+
+def _finish(fig, title: str, stem: Path) -> list[Path]:
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, stem)
