@@ -164,6 +164,20 @@ def test_runs_of_different_configs_are_separate_rows_never_seeds(tmp_path: Path)
     assert table.loc["minilm-l6 / lora-r16 / fish [lr=0.0005]", "mrpc acc failed"] == 1  # in its own row
 
 
+def test_configs_whose_values_print_alike_are_still_separate_rows(tmp_path: Path) -> None:
+    """2 and 2.0 are different digests: two rows (told apart by the digest), never one row of seeds."""
+    runs = tmp_path / "runs"
+    for name, scale, seeds in (("int", 2, (1, 2)), ("float", 2.0, (1,))):
+        for seed in seeds:
+            _record(runs, task="mrpc", mask="fish", seed=seed, score=70.0 + 10 * seed, folder_name=f"{name}{seed}",
+                    config={"method.scale": scale})
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    table = _csv(out, "table1")
+    assert len(table) == 2 and sorted(table["mrpc acc n"]) == [1, 2]
+    assert all(label.startswith("minilm-l6 / lora-r16 / fish [scale=2, digest=") for label in table.index)
+
+
 def test_the_same_config_and_seed_twice_counts_once_the_newest(tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     _record(runs, task="mrpc", mask="fish", seed=1, score=60.0, folder_name="old", finished_at="2026-11-01T00:00:00+00:00")

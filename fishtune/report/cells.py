@@ -75,11 +75,15 @@ def with_labels(*frames: pd.DataFrame) -> list[pd.DataFrame]:
                 continue
             configs = dict(zip(group["row_digest"], group["row_config"]))
             keys = sorted({k for c in configs.values() for k in c})
-            differ = [k for k in keys if len({_fmt_value(c.get(k)) for c in configs.values()}) > 1]
+            differ = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
             short = _short_names(differ)
-            for digest, config in configs.items():
-                labels[digest] = (f"{base[idx[0]]} ["
-                                  + ", ".join(f"{short[k]}={_fmt_value(config.get(k))}" for k in differ) + "]")
+            named = {digest: [f"{short[k]}={_fmt_value(config.get(k))}" for k in differ]
+                     for digest, config in configs.items()}
+            printed = [", ".join(parts) for parts in named.values()]
+            for digest, parts in named.items():
+                if printed.count(", ".join(parts)) > 1:  # values that print alike (2 and 2.0): never one row
+                    parts = parts + [f"digest={digest[:8]}"]
+                labels[digest] = f"{base[idx[0]]} [" + ", ".join(parts) + "]"
     return [f.assign(config=f["row_digest"].map(labels)) if not f.empty else f.assign(config=pd.Series(dtype=str))
             for f in frames]
 

@@ -16,7 +16,8 @@ train size is no cap, `fishtune.config.effective_max_train_samples`), so one exp
 10000 on SST-2 and none on MRPC. A row is one config across tasks, so the cap leaves the row's
 identity (`row_config`) wherever every run of that config on that task has the same cap: the
 subset is a property of the task's data, named in the table notes (`train_subsets`). Where one
-config ran one task with two caps, the cap stays in the rows of that task and tells them apart.
+config ran one task with two caps, the cap stays in that config's rows on every task and tells them
+apart (a task with one cap joins the row of that cap).
 
 Collapsed runs: a complete run whose last-epoch dev `score` equals the record's `majority_baseline`
 score (the same metrics computed for always predicting the training majority class; regression:
@@ -127,7 +128,7 @@ CAP = "train.max_train_samples"
 
 def _task_relative_caps(*frames: pd.DataFrame) -> list[pd.DataFrame]:
     """The frames with `train_cap` (each run's cap on its task) and the cap dropped from `row_config`
-    (and `row_digest`) wherever all runs of the config on that task share it (module docstring)."""
+    (and `row_digest`) unless some task of the config ran with two caps (module docstring)."""
     # per frame: (the row config's digest without the cap, task) of each run
     keys = [[(_digest({k: v for k, v in c.items() if k != CAP}), t) for c, t in zip(f["row_config"], f["task"])]
             if not f.empty else [] for f in frames]
@@ -135,12 +136,15 @@ def _task_relative_caps(*frames: pd.DataFrame) -> list[pd.DataFrame]:
     for frame, frame_keys in zip(frames, keys):
         for config, key in zip(frame.get("row_config", []), frame_keys):
             caps.setdefault(key, set()).add(str(config.get(CAP)))
+    # configs with two caps on some task keep the cap on every task, so that equal digests are equal
+    # configs (the rows are grouped by digest: one that dropped the cap would never meet one that kept it)
+    split = {base for (base, _), found in caps.items() if len(found) > 1}
     out = []
     for frame, frame_keys in zip(frames, keys):
         if frame.empty:
             out.append(frame)
             continue
-        configs = [{k: v for k, v in c.items() if k != CAP} if len(caps[key]) == 1 else c
+        configs = [c if key[0] in split else {k: v for k, v in c.items() if k != CAP}
                    for c, key in zip(frame["row_config"], frame_keys)]
         out.append(frame.assign(train_cap=[c.get(CAP) for c in frame["row_config"]], row_config=configs,
                                 row_digest=[_digest(c) for c in configs]))
