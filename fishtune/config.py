@@ -130,6 +130,22 @@ def comparable_config(cfg: DictConfig, *, runtime: dict[str, str] | None = None,
         with open_dict(cfg):
             cfg.seed = "<seed>"
     data = OmegaConf.to_container(cfg, resolve=True)
+    return _comparable(data, runtime, effective_max_train_samples(cfg), seed=seed)
+
+
+def saved_comparable_config(saved: dict, runtime: dict[str, str]) -> dict:
+    """`comparable_config` rebuilt from a run's saved, already resolved `config.yaml` (for records
+    made before they carried it): the seed is gone from it, and a `mask.seed` equal to the seed is
+    taken to have followed it (the default `${seed}`), as `comparable_config` does."""
+    data = copy.deepcopy(saved)
+    run_seed = data.pop("seed", None)
+    if isinstance(data.get("mask"), dict) and data["mask"].get("seed") == run_seed:
+        data["mask"]["seed"] = "<seed>"
+    return _comparable(data, runtime, effective_max_train_samples(OmegaConf.create(data)), seed=False)
+
+
+def _comparable(data: dict, runtime: dict[str, str], cap: int | None, *, seed: bool) -> dict:
+    """The steps `comparable_config` and `saved_comparable_config` share, on a resolved config dict."""
     for dotted in _DIGEST_EXCLUDE:
         *parents, leaf = dotted.split(".")
         node = data
@@ -143,7 +159,7 @@ def comparable_config(cfg: DictConfig, *, runtime: dict[str, str] | None = None,
         # cannot act on it, so they must not make it another run than plain `mask=none`.
         data["mask"] = {k: v for k, v in data["mask"].items() if k in _VANILLA_MASK_KEYS}
     data.setdefault("train", {}).update(runtime)
-    data["train"]["max_train_samples"] = effective_max_train_samples(cfg)
+    data["train"]["max_train_samples"] = cap
     if not seed:
         data.pop("seed", None)
     return data

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, compose_run
-from fishtune.config import config_digest, run_dir, validate
+from fishtune.config import comparable_config, config_digest, run_dir, saved_comparable_config, validate
 from fishtune.errors import ConfigError
 
 CONFIGS = REPO / "configs"
@@ -111,3 +111,21 @@ def test_the_mask_tag_names_every_knob_that_changes_the_selection(overrides: lis
     """Ablation cells get their own folder names and table labels (`...-per_tensor`), so a row's label
     never changes when a cell differing in one knob lands beside it; default cells keep their tags."""
     assert compose_run(*overrides).mask.tag == tag
+
+
+@pytest.mark.parametrize("overrides", [
+    ("task=sst2", "train.max_train_samples=10000"),            # a cap that draws a subset
+    ("task=mrpc", "train.max_train_samples=10000"),            # one that keeps the whole split: no cap
+    ("+pair=lora", "mask=none", "task=cola", "seed=3"),        # vanilla: the pair's mask keys drop out
+    ("+pair=lora", "mask=fish", "task=stsb", "seed=2"),        # mask.seed follows the seed
+    ("mask=random", "mask.seed=7", "seed=2"),                  # an explicit mask.seed stays
+])
+def test_a_saved_config_yaml_gives_the_comparable_config_the_record_would_carry(overrides: tuple[str, ...]) -> None:
+    """The reporter rebuilds old records' comparable configs from config.yaml: the same dict."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    cfg = compose_run(*overrides)
+    runtime = {"device": "cpu", "precision": "fp32"}
+    saved = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))  # what the runner writes
+    assert saved_comparable_config(saved, runtime) == comparable_config(cfg, runtime=runtime)

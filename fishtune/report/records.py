@@ -1,10 +1,12 @@
 """Read run records from disk into flat tables (no torch, no training code).
 
 Pooling rule: seeds are pooled only when their comparable configs (the resolved config minus the
-seed and execution-only keys, with the device and precision it ran on) are equal, i.e. when their
-`comparison.digest` is. A record made before the digest existed gets one computed the same way from
-its folder's `config.yaml`. Two complete records with the same digest and seed are one cell run
-twice: the newest is used and the other is named in the log, never both.
+seed and execution-only keys, with the device and precision it ran on: `comparison.config`) are
+equal, i.e. when their digests are (12 hex digits of the flat config, computed here for every
+record). A record made before `comparison` existed has its comparable config rebuilt from its
+folder's `config.yaml` by the same steps (`fishtune.config.saved_comparable_config`). Two complete
+records with the same digest and seed are one cell run twice: the newest is used and the other is
+named in the log, never both.
 
 `scan_records` also keeps what is *not* a result, so that nothing is dropped silently: runs that
 failed, diverged, were interrupted or are still running (with the config and seed they belong to,
@@ -35,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import _DIGEST_EXCLUDE, digest, flatten
+from ..config import digest, flatten, saved_comparable_config
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +207,9 @@ def comparable(rec: dict, folder: Path) -> dict:
     if (rec.get("comparison") or {}).get("config") is not None:
         return dict(rec["comparison"]["config"])
     config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    flat = flatten(config)
-    seed = flat.pop("seed", None)
-    if flat.get("mask.seed") == seed:
-        flat["mask.seed"] = "<seed>"
-    for key in _DIGEST_EXCLUDE:
-        flat.pop(key, None)
-    flat["train.device"] = str((rec.get("hardware") or {}).get("device", "cpu")).split(":")[0]
-    flat["train.precision"] = rec.get("precision", "fp32")
-    return flat
+    runtime = {"device": str((rec.get("hardware") or {}).get("device", "cpu")).split(":")[0],
+               "precision": rec.get("precision", "fp32")}
+    return flatten(saved_comparable_config(config, runtime))
 
 
 def _digest(flat: dict) -> str:
@@ -236,7 +232,7 @@ def _identity(rec: dict, folder: Path, rel: str) -> dict:
         "task": rec["task"], "model": rec["model"], "method": rec["method"], "method_tag": rec.get("method_tag"),
         "mask": rec["mask"], "mask_tag": rec.get("mask_tag"), "seed": int(rec["seed"]),
         "kind": kind_of(rec["mask"], config),
-        "digest": (rec.get("comparison") or {}).get("digest") or _digest(config),
+        "digest": _digest(config),  # of the flat config, for old and new records alike (not `comparison.digest`)
         "row_digest": _digest(row_config), "row_config": row_config, "folder": rel, "path": str(folder),
     }
 
