@@ -332,6 +332,19 @@ def test_a_difference_that_rounds_to_zero_prints_without_a_minus(tmp_path: Path)
     assert "| +0.00 [-0.03, +0.02] (n=2) | 1,2 | +0.00, +0.00 |" in shown and "-0.00" not in shown
 
 
+def test_a_seed_whose_runs_collapsed_is_marked_in_the_paired_differences(tmp_path: Path) -> None:
+    """A +0.00 between two majority-class runs is no tie of two models: the seed says so."""
+    runs = tmp_path / "runs"
+    _contrastive(runs, {"none": [70.0, 50.0, 60.0], "fish": [72.0, 50.0, 50.0], "random": [71.0, 69.0, 68.0]},
+                 tasks=("mrpc",))  # the majority baseline is 50.0
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    paired = pd.read_csv(out / "paired.csv").set_index("comparison")
+    assert paired.loc["FISH − vanilla", "per_seed"] == "+2.00, +0.00 (both collapsed), -10.00 (FISH collapsed)"
+    assert paired.loc["FISH − random", "per_seed"] == "+1.00, -19.00 (FISH collapsed), -18.00 (FISH collapsed)"
+    assert list(paired["collapsed_runs"]) == [3, 2]
+
+
 def test_fish_is_linked_to_the_partner_whose_config_differs_least(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for fisher_at, bump in (("warmup", 0.0), ("init", -5.0)):

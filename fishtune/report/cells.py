@@ -26,10 +26,11 @@ METRIC_NAMES = {"matthews": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pe
                 "accuracy_matched": "m", "accuracy_mismatched": "mm", "score": "score"}
 ID_COLUMNS = ["task", "model", "method", "method_tag", "mask", "mask_tag", "seed", "kind", "digest", "row_digest",
               "row_config", "folder"]
-CELL_NOTE = ("Cells: mean ± sample std over seeds (n = seeds with a complete run); [k collapsed] = runs whose "
-             "last-epoch dev score equals the majority-class baseline (counted in the mean), [k failed] / "
-             "[k diverged] = runs without a result (not in the mean); missing = no run. Every run is listed "
-             "in runs_status.md.")
+CELL_NOTE = ("Cells: mean ± sample std over seeds (n = seeds with a complete run); [k collapsed] = runs (counted in "
+             "the mean) whose last-epoch dev score equals the majority-class baseline (regression: predicting the "
+             "training mean, score 0; a run that learned little, e.g. an STS-B correlation of 9, is not flagged: "
+             "the std shows it); [k failed] / [k diverged] = runs without a result (not in the mean); missing = no "
+             "run. Every run is listed in runs_status.md.")
 
 
 def tasks_in(frame: pd.DataFrame) -> list[str]:

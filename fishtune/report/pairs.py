@@ -14,7 +14,10 @@ included), per task and on the per-seed average over the tasks both rows have (s
 of those tasks). Reported: the mean difference, a 95% t confidence interval over seeds
 (mean ± t(0.975, n−1)·s/√n, `scipy.stats.t`), and n; with a single pair, the difference and
 "n=1, no CI"; and each seed's difference (`per seed`, in the order of `seeds`), so a reader sees
-whether a wide interval comes from one seed.
+whether a wide interval comes from one seed. A seed where either run collapsed to the majority
+class is marked there (`(FISH collapsed)`, `(random collapsed)`, `(both collapsed)`: a +0.00 between
+two collapsed runs is no tie of two models), and `collapsed_runs` counts the collapsed runs a line
+rests on (on the avg line: over its tasks and seeds).
 """
 
 from __future__ import annotations
@@ -93,8 +96,9 @@ def t_interval(diffs: list[float]) -> tuple[float, float, float]:
 def paired_differences(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(csv, shown): one line per comparison and task (and `avg`), FISH − partner over matched seeds."""
     lines = []
-    scores = {(c, t, s): v for c, t, s, v in zip(runs["config"], runs["task"], runs["seed"], runs["score"])} \
-        if not runs.empty else {}
+    keys = list(zip(runs["config"], runs["task"], runs["seed"])) if not runs.empty else []
+    scores = dict(zip(keys, runs["score"])) if keys else {}
+    collapsed = dict(zip(keys, runs["collapsed"].astype(bool))) if keys else {}
     for fish, kind, partner in links(runs):
         per_task: dict[str, dict[int, float]] = {}
         for task in tasks_in(runs[runs["config"].isin([fish, partner])]):
@@ -102,12 +106,16 @@ def paired_differences(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             if seeds:
                 per_task[task] = {s: scores[(fish, task, s)] - scores[(partner, task, s)] for s in seeds}
         for task, diffs in per_task.items():
-            lines.append(_line(fish, kind, partner, task, diffs))
+            sides = {s: (collapsed[(fish, task, s)], collapsed[(partner, task, s)]) for s in diffs}
+            lines.append(_line(fish, kind, partner, task, diffs, sides))
         if len(per_task) > 1:
             common = sorted(set.intersection(*(set(d) for d in per_task.values())))
             avg = {s: sum(d[s] for d in per_task.values()) / len(per_task) for s in common}
-            lines.append(_line(fish, kind, partner, "avg (" + ",".join(per_task) + ")", avg))
-    columns = ["comparison", "fish", "partner", "task", "n", "mean_diff", "ci95_low", "ci95_high", "seeds", "per_seed"]
+            line = _line(fish, kind, partner, "avg (" + ",".join(per_task) + ")", avg, {})
+            line["collapsed_runs"] = sum(collapsed[(c, t, s)] for t in per_task for s in common for c in (fish, partner))
+            lines.append(line)
+    columns = ["comparison", "fish", "partner", "task", "n", "mean_diff", "ci95_low", "ci95_high", "seeds", "per_seed",
+               "collapsed_runs"]
     csv = pd.DataFrame(lines, columns=columns)
     shown = csv[["comparison", "fish", "partner", "task"]].copy()
     shown["FISH − partner (95% t CI over seeds)"] = [_fmt(m, lo, hi, n) for m, lo, hi, n in
@@ -117,15 +125,27 @@ def paired_differences(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return csv, shown.set_index("comparison")
 
 
-def _line(fish: str, kind: str, partner: str, task: str, diffs: dict[int, float]) -> dict:
+def _line(fish: str, kind: str, partner: str, task: str, diffs: dict[int, float],
+          sides: dict[int, tuple[bool, bool]]) -> dict:
+    """One comparison's line; `sides`: per seed, whether the FISH run and the partner's collapsed."""
     if not diffs:
         return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": 0,
-                "mean_diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "seeds": "", "per_seed": ""}
+                "mean_diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "seeds": "", "per_seed": "",
+                "collapsed_runs": 0}
     mean, low, high = t_interval([diffs[s] for s in sorted(diffs)])
     return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": len(diffs),
             "mean_diff": round(mean, 4), "ci95_low": round(low, 4), "ci95_high": round(high, 4),
             "seeds": ",".join(str(s) for s in sorted(diffs)),
-            "per_seed": ", ".join(_signed(diffs[s]) for s in sorted(diffs))}
+            "per_seed": ", ".join(_signed(diffs[s]) + _collapse_mark(*sides.get(s, (False, False)), kind)
+                                  for s in sorted(diffs)),
+            "collapsed_runs": sum(a + b for a, b in sides.values())}
+
+
+def _collapse_mark(fish: bool, partner: bool, kind: str) -> str:
+    """` (both collapsed)`, ` (FISH collapsed)`, ` (<kind> collapsed)` or nothing."""
+    if fish and partner:
+        return " (both collapsed)"
+    return " (FISH collapsed)" if fish else f" ({kind} collapsed)" if partner else ""
 
 
 def _fmt(mean: float, low: float, high: float, n: int) -> str:
