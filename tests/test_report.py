@@ -430,17 +430,20 @@ def test_the_budget_is_one_ablation_axis_however_it_was_asked_for(tmp_path: Path
     curve over `mask.kept`, the fraction of the candidates selected."""
     runs = tmp_path / "runs"
     cells = {"r8": (80, {"mask.keep_match": "lora-r8", "mask.keep_ratio": 0.5}),
-             "r1": (10, {"mask.keep_match": "lora-r1", "mask.keep_ratio": 0.5}),
+             "r1": (10, {"mask.keep_match.config": "lora", "mask.keep_match.r": 1, "mask.keep_ratio": 0.5}),
              "k25": (40, {"mask.keep_match": None, "mask.keep_ratio": 0.25})}
     for name, (selected, config) in cells.items():
         for seed in (1, 2):
             _record(runs, task="mrpc", mask="fish", seed=seed, score=70.0 + selected / 10 + seed, config=config,
                     folder_name=f"{name}-{seed}", extra={"trainable": {"peft_total": 160, "peft_selected": selected,
                                                                        "head": 10, "backbone": 20000}})
+    _record(runs, task="rte", mask="fish", seed=1, score=60.0, config=cells["r8"][1], folder_name="r8-rte",
+            extra={"trainable": {"peft_total": 160, "peft_selected": 80, "head": 10, "backbone": 20000}})
     out = tmp_path / "tables"
     assert _report(runs, out) == 0
     abl = pd.read_csv(out / "ablation.csv")
     assert set(abl["key"]) == {"mask.kept"}  # not keep_ratio or keep_match series of their own
+    assert set(abl["task"]) == {"mrpc"}  # one budget on RTE: no curve there
     assert list(abl["value"]) == [0.0625, 0.25, 0.5] and list(abl["mean"]) == [72.5, 75.5, 79.5]
     assert set(abl["n"]) == {2} and abl["series"].nunique() == 1
 

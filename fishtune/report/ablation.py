@@ -2,8 +2,8 @@
 
 Generic, driven by the comparable configs the records carry (`row_config`): for a key k, rows of a
 task of one model, method and kind (vanilla / fish / random / reverse) whose configs are equal except
-for k (tags left out: they follow the keys) form a series; a series with at least two values of k is
-an ablation (keep ratio, Fisher samples, warm-up steps,
+for k (tags left out: they follow the keys) form a series; a series with at least two values of k on
+a task is an ablation there (keep ratio, Fisher samples, warm-up steps,
 scope, labels, `fisher_at`, learning rate, ... — whatever the experiment files swept). One figure
 per key, a panel per task, a line per series: mean ± std over seeds at each value. A key that
 changes the method or the kind (vanilla LoRA r=8 and vanilla DoRA r=8 differ only in `method.name`)
@@ -37,8 +37,8 @@ def _ablation_config(row: Any) -> dict:
     config = dict(row.row_config)
     if row.kind == "vanilla" or not row.peft_total:
         return config
-    for key in BUDGET_KEYS:
-        config.pop(key, None)
+    for key in [k for k in config if k in BUDGET_KEYS or k.startswith(tuple(b + "." for b in BUDGET_KEYS))]:
+        config.pop(key)  # `mask.keep_match` flattens to `.config` and `.r` when it names a sized partner
     config[KEPT] = float(f"{row.trainable / row.peft_total:.4g}")
     return config
 
@@ -75,8 +75,11 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
                                   "std": round(float(scores.std(ddof=1)), 4) if len(scores) > 1 else math.nan,
                                   "n": int(g["seed"].nunique())})
     table = pd.DataFrame(lines, columns=columns)
+    # a series that has one value on a task is no curve there (Table 3's other tasks at r=8's count only)
+    curves = table.groupby(["key", "series", "task"])["value"].transform(lambda v: v.astype(str).nunique() > 1)
+    table = table[curves.astype(bool)] if not table.empty else table
     if table.empty:
-        return table
+        return table.reset_index(drop=True)
     table["sort"] = table["value"].map(_sort_key)
     table = table.sort_values(["key", "task", "series", "sort"], kind="stable")
     return table.drop(columns="sort").reset_index(drop=True)
