@@ -315,6 +315,19 @@ def test_table3_and_paired_differences_over_matched_seeds(tmp_path: Path) -> Non
     assert "+1.00 [" in shown and "95%" in shown
 
 
+def test_a_config_whose_every_run_failed_still_has_its_table3_row(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _contrastive(runs, {"none": [70.0, 72.0], "random": [69.0, 70.0]}, tasks=("mrpc",))
+    for seed in (1, 2):  # started with its count (100), then failed: no result
+        _record(runs, task="mrpc", mask="fish", seed=seed, score=0.0, status="failed")
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    t3 = _csv(out, "table3")
+    assert list(t3["kind"]) == ["vanilla", "fish", "random"]
+    assert t3.loc["minilm-l6 / lora-r16 / fish", "mrpc failed"] == 2 and t3.loc["minilm-l6 / lora-r16 / fish", "mrpc n"] == 0
+    assert "| fish | – | – [2 failed] | – |" in (out / "table3.md").read_text()
+
+
 def test_a_single_pair_has_no_interval(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _contrastive(runs, {"none": [70.0], "fish": [72.5]}, tasks=("mrpc",))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
                 try:
                     identity = _identity(rec, path.parent, rel)  # also checks that the record is readable
                     if status in ("failed", "diverged"):  # running / interrupted: not (yet) a result, listed only
-                        others.append({**identity, "status": str(status)})
+                        others.append({**identity, **_intended_budget(rec), "status": str(status)})
                 except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
                     entry["detail"] = (entry["detail"] + f" (no config to place it in a table: {err})").strip()
                 log.info("skipped %s: status %s", path.parent, status)
@@ -266,6 +267,15 @@ def _flatten(rec: dict, folder: Path, rel: str) -> dict:
         "device": str((rec.get("hardware") or {}).get("device")), "epochs": epochs,
         "metrics": (rec.get("last") or {}).get("dev", {}), "finished_at": rec.get("finished_at"),
     }
+
+
+def _intended_budget(rec: dict) -> dict:
+    """A run without a result still names the count it was to train (the record is started with it),
+    so Table 3 can place a config whose every run failed in its budget group; NaN where it does not."""
+    trainable = rec.get("trainable") or {}
+    selected = trainable.get("peft_selected")
+    return {"trainable": math.nan if selected is None else int(selected), "dense": int(trainable.get("dense", 0)),
+            "device": str((rec.get("hardware") or {}).get("device"))}
 
 
 def _int_or_none(value: object) -> int | None:

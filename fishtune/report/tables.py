@@ -79,14 +79,17 @@ def table3(runs: pd.DataFrame, others: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     """The contrastive study: vanilla, FISH, random, reverse at one budget, the task scores and their
     average. Rows are grouped by budget (`pairs.contrastive_groups`: same model, method family,
     optimizer-updated count, device and precision); only groups with a vanilla or a FISH row and one
-    other kind are shown."""
-    groups = contrastive_groups(runs)
+    other kind are shown. A config whose every run failed or diverged is placed by the count its
+    records name, so its row shows `[k failed]` rather than going missing."""
+    placeable = others.dropna(subset=["trainable"]) if "trainable" in others else others.iloc[0:0]
+    groups = contrastive_groups(pd.concat([f for f in (runs, placeable) if not f.empty]) if not placeable.empty
+                                else runs)
     if groups.empty:
         return pd.DataFrame(), pd.DataFrame()
     configs = list(dict.fromkeys(groups["config"]))
     sub_runs = runs[runs["config"].isin(configs)]
     sub_others = others[others["config"].isin(configs)] if not others.empty else others
-    tasks = tasks_in(sub_runs)
+    tasks = tasks_in(pd.concat([f for f in (sub_runs, sub_others) if not f.empty]))
     stats = cell_stats(sub_runs, sub_others, {"score": sub_runs["score"]})
     meta = row_meta(sub_runs, sub_others)
     group_of = dict(zip(groups["config"], groups["group"]))
