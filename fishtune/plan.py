@@ -13,13 +13,20 @@ The run folder's name holds the device type and precision the cell resolves to. 
 this machine, except that a cell pinned to `train.device=cuda` planned on a machine without CUDA is
 taken to run on a GPU with bf16 (what `train.precision=auto` picks on Ampere and later), so a cluster's
 progress can be read on its login node; `--runtime cuda-fp32` for older GPUs.
+
+Time to go: each cell not complete is given the median `time_s.total` of the complete cells of the
+plan (every experiment of it) with the same task, method and kind (vanilla or masked), else the same
+task and method, else the same task; a cell with none of those is counted apart. It is cell time on
+the machine that ran those cells: N processes side by side take about 1/N of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +44,10 @@ class Cell:
     folder: Path
     status: str                 # complete, running, stopped, interrupted, failed, diverged, malformed, missing
     score: float | None = None
+    task: str = ""
+    method: str = ""
+    masked: bool = False
+    seconds: float | None = None  # the complete run's time_s.total
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
@@ -105,9 +116,40 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
             except RunFolderBusy:
                 pass
         score = record.get("score") if record and status == "complete" else None
+        seconds = (record.get("time_s") or {}).get("total") if record and status == "complete" else None
         own = tuple(o for o in cell if o not in overrides)
-        cells.append(Cell(own, folder, status, score))
+        cells.append(Cell(own, folder, status, score, str(cfg.task.name), str(cfg.method.name),
+                          cfg.mask.name != "none", seconds))
     return cells
+
+
+_LIKE: tuple[Callable[[Cell], tuple], ...] = (lambda c: (c.task, c.method, c.masked), lambda c: (c.task, c.method),
+                                              lambda c: (c.task,))
+
+
+def time_to_go(cells: list[Cell], reference: list[Cell]) -> tuple[float, int]:
+    """(seconds, cells without an estimate) for the cells not complete (module docstring)."""
+    timed = [c for c in reference if c.status in DONE and isinstance(c.seconds, (int, float))]
+    medians = [{key: statistics.median(c.seconds for c in timed if like(c) == key) for key in {like(c) for c in timed}}
+               for like in _LIKE]
+    total, unknown = 0.0, 0
+    for cell in cells:
+        if cell.status in DONE:
+            continue
+        found = next((m[like(cell)] for like, m in zip(_LIKE, medians) if like(cell) in m), None)
+        if found is None:
+            unknown += 1
+        else:
+            total += found
+    return total, unknown
+
+
+def _time_line(cells: list[Cell], reference: list[Cell]) -> str | None:
+    seconds, unknown = time_to_go(cells, reference)
+    if not seconds:
+        return None
+    return (f"  time to go: ~{seconds / 3600:.1f} h of cell time (median of complete cells of the same task, method "
+            f"and kind)" + (f"; {unknown} cell(s) with no such cell, not counted" if unknown else ""))
 
 
 def _split_experiments(overrides: list[str]) -> list[list[str]]:
@@ -150,13 +192,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fishtune plan: error: {err}", file=sys.stderr)
         return 2
     seen: dict[Path, Cell] = {}
-    for overrides, cells in plans:
-        print(f"{' '.join(overrides) or '(defaults)'}: {_summary(cells)}")
+    for _, cells in plans:
         for cell in cells:
             seen.setdefault(cell.folder, cell)
+    reference = list(seen.values())
+    for overrides, cells in plans:
+        print(f"{' '.join(overrides) or '(defaults)'}: {_summary(cells)}")
+        if (line := _time_line(cells, reference)) is not None:
+            print(line)
+        for cell in cells:
             if not args.brief and (args.all or cell.status not in DONE):
                 score = f"  {cell.score:.2f}" if cell.score is not None else ""
                 print(f"  {cell.status:<11} {' '.join(cell.overrides):<52} {cell.folder}{score}")
     if len(plans) > 1:
-        print(f"all: {_summary(list(seen.values()))} (a cell shared between experiments counted once)")
+        print(f"all: {_summary(reference)} (a cell shared between experiments counted once)")
+        if (line := _time_line(reference, reference)) is not None:
+            print(line)
     return 0

@@ -209,6 +209,23 @@ def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, 
     assert capsys.readouterr().err.startswith("fishtune plan: error: cannot parse the overrides task=[: ")
 
 
+def test_plan_estimates_the_time_to_go_from_complete_cells_like_each() -> None:
+    from fishtune.plan import Cell, time_to_go
+
+    def cell(status: str, task: str, method: str, masked: bool, seconds: float | None = None) -> Cell:
+        return Cell((), Path(f"{task}/{method}/{masked}/{status}/{seconds}"), status, None, task, method, masked, seconds)
+
+    done = [cell("complete", "mrpc", "lora", True, 100.0), cell("complete", "mrpc", "lora", True, 300.0),
+            cell("complete", "mrpc", "lora", False, 50.0), cell("complete", "sst2", "dora", False, 40.0)]
+    todo = [cell("missing", "mrpc", "lora", True),     # its own kind: median 200
+            cell("stopped", "mrpc", "lora", False),    # 50
+            cell("missing", "mrpc", "dora", True),     # no dora on mrpc: the task's median (100, 300, 50) = 100
+            cell("failed", "sst2", "lora", True),      # the task's: 40
+            cell("missing", "cola", "lora", True)]     # nothing on cola: not counted
+    assert time_to_go(done + todo, done) == (390.0, 1)
+    assert time_to_go(done, done) == (0.0, 0)
+
+
 def test_outcomes_of_cells_run_elsewhere_are_counted(tmp_path: Path, monkeypatch, capsys) -> None:
     """A cell in another process (a launcher plugin) leaves its outcome in the sweep's folder; the
     launching process counts it, and says so when nothing came back."""
