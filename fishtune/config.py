@@ -137,11 +137,17 @@ def saved_comparable_config(saved: dict, runtime: dict[str, str]) -> dict:
     """`comparable_config` rebuilt from a run's saved, already resolved `config.yaml` (for records
     made before they carried it): the seed is gone from it, and a `mask.seed` equal to the seed is
     taken to have followed it (the default `${seed}`), as `comparable_config` does."""
+    from omegaconf.errors import OmegaConfBaseException
+
     data = copy.deepcopy(saved)
     run_seed = data.pop("seed", None)
-    if isinstance(data.get("mask"), dict) and data["mask"].get("seed") == run_seed:
+    if run_seed is not None and isinstance(data.get("mask"), dict) and data["mask"].get("seed") == run_seed:
         data["mask"]["seed"] = "<seed>"
-    return _comparable(data, runtime, effective_max_train_samples(OmegaConf.create(data)), seed=False)
+    try:
+        cap = effective_max_train_samples(OmegaConf.create(data))
+    except (ConfigError, OmegaConfBaseException):  # a task this version does not know, or no train node
+        cap = (data.get("train") or {}).get("max_train_samples")
+    return _comparable(data, runtime, cap, seed=False)
 
 
 def _comparable(data: dict, runtime: dict[str, str], cap: int | None, *, seed: bool) -> dict:

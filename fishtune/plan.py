@@ -146,10 +146,12 @@ def time_to_go(cells: list[Cell], reference: list[Cell]) -> tuple[float, int]:
 
 def _time_line(cells: list[Cell], reference: list[Cell]) -> str | None:
     seconds, unknown = time_to_go(cells, reference)
-    if not seconds:
+    if not seconds and not unknown:
         return None
-    return (f"  time to go: ~{seconds / 3600:.1f} h of cell time (median of complete cells of the same task, method "
-            f"and kind)" + (f"; {unknown} cell(s) with no such cell, not counted" if unknown else ""))
+    if not seconds:
+        return f"  time to go: not known ({unknown} cell(s), no timed complete cell of their task yet)"
+    return (f"  time to go: ~{seconds / 3600:.1f} h of cell time (each at the median of the complete cells like it)"
+            + (f"; {unknown} cell(s) with no timed complete cell of their task, not counted" if unknown else ""))
 
 
 def _split_experiments(overrides: list[str]) -> list[list[str]]:

@@ -198,11 +198,12 @@ def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, 
     assert plan_main(["-m", *sweep]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{' '.join(sweep)}: 4 cells: 1 complete, 1 to run, 1 malformed, 1 stopped\n")
-    assert "mask=none" not in out and len(out.splitlines()) == 4  # only what is not complete
+    assert "mask=none" not in out and len(out.splitlines()) == 5  # only what is not complete
+    assert out.splitlines()[1] == "  time to go: not known (3 cell(s), no timed complete cell of their task yet)"
     # two experiment files: each with its own grid, shared cells counted once in the total
     assert plan_main(["experiment=table3_cpu,ablation_scope_cpu", "seed=1", f"runs_root={tmp_path}"]) == 0
-    last = capsys.readouterr().out.splitlines()[-1]
-    assert last.startswith("all: 18 cells: 1 complete, 15 to run")  # 16 + 4, less the two shared FISH cells
+    total = capsys.readouterr().out.splitlines()[-2]
+    assert total.startswith("all: 18 cells: 1 complete, 15 to run")  # 16 + 4, less the two shared FISH cells
     assert plan_main(["experiment=nope"]) == 2
     assert "cannot compose experiment=nope" in capsys.readouterr().err
     assert plan_main(["task=["]) == 2  # one line, no traceback

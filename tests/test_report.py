@@ -210,6 +210,18 @@ def test_legacy_records_get_their_digest_from_config_yaml(tmp_path: Path) -> Non
                                                           "minilm-l6 / lora-r16 / fish [lr=0.002]": 2}
 
 
+def test_a_legacy_record_of_a_task_this_version_does_not_know_is_still_tabulated(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    folder = _record(runs, task="imdb", mask="fish", seed=1, score=88.0)
+    rec = json.loads((folder / "results.json").read_text())
+    del rec["comparison"]
+    (folder / "results.json").write_text(json.dumps(rec))
+    (folder / "config.yaml").write_text("seed: 1\ntask:\n  name: imdb\ntrain:\n  max_train_samples: 5000\n")
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0  # no ConfigError from the task registry
+    assert _csv(out, "table1").loc["minilm-l6 / lora-r16 / fish", "imdb acc mean"] == 88.0
+
+
 def test_malformed_records_are_named_and_skipped(tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     _record(runs, task="rte", mask="fish", seed=1, score=70.0)

@@ -134,7 +134,7 @@ def _line(fish: str, kind: str, partner: str, task: str, diffs: dict[int, float]
                 "collapsed_runs": 0}
     mean, low, high = t_interval([diffs[s] for s in sorted(diffs)])
     return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": len(diffs),
-            "mean_diff": round(mean, 4), "ci95_low": round(low, 4), "ci95_high": round(high, 4),
+            "mean_diff": round(mean, 4) or 0.0, "ci95_low": round(low, 4) or 0.0, "ci95_high": round(high, 4) or 0.0,
             "seeds": ",".join(str(s) for s in sorted(diffs)),
             "per_seed": ", ".join(_signed(diffs[s]) + _collapse_mark(*sides.get(s, (False, False)), kind)
                                   for s in sorted(diffs)),

@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from ..config import digest, flatten, saved_comparable_config
+from ..errors import FishtuneError
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,11 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
                     identity = _identity(rec, path.parent, rel)  # also checks that the record is readable
                     if status in ("failed", "diverged"):  # running / interrupted: not (yet) a result, listed only
                         others.append({**identity, **_intended_budget(rec), "status": str(status)})
-                except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
+                except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, FishtuneError) as err:
                     entry["detail"] = (entry["detail"] + f" (no config to place it in a table: {err})").strip()
                 log.info("skipped %s: status %s", path.parent, status)
             listing.append(entry)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, FishtuneError) as err:
             log.info("skipped %s: malformed record (%s: %s)", path, type(err).__name__, err)
             listing.append({"folder": rel, "status": "malformed", "task": None, "model": None, "method_tag": None,
                             "mask_tag": None, "seed": None, "detail": f"{type(err).__name__}: {err}"})
@@ -274,7 +275,7 @@ def _intended_budget(rec: dict) -> dict:
     so Table 3 can place a config whose every run failed in its budget group; NaN where it does not."""
     trainable = rec.get("trainable") or {}
     selected = trainable.get("peft_selected")
-    return {"trainable": math.nan if selected is None else int(selected), "dense": int(trainable.get("dense", 0)),
+    return {"trainable": math.nan if selected is None else int(selected), "dense": int(trainable.get("dense") or 0),
             "device": str((rec.get("hardware") or {}).get("device"))}
 
 
