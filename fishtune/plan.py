@@ -16,7 +16,9 @@ progress can be read on its login node; `--runtime cuda-fp32` for older GPUs.
 
 Time to go: each cell not complete is given the median `time_s.total` of the complete cells of the
 plan (every experiment of it) with the same task, method and kind (vanilla or masked), else the same
-task and method, else the same task; a cell with none of those is counted apart. It is cell time on
+task and method, else the task's median scaled by the method's ratio to the task median on the tasks
+it has run (DoRA on SST-2 from DoRA and every method on MRPC), else the task's median; a cell of a
+task with no complete cell is counted apart. It is cell time on
 the machine that ran those cells: N processes side by side take about 1/N of it.
 """
 
@@ -132,11 +134,17 @@ def time_to_go(cells: list[Cell], reference: list[Cell]) -> tuple[float, int]:
     timed = [c for c in reference if c.status in DONE and isinstance(c.seconds, (int, float))]
     medians = [{key: statistics.median(c.seconds for c in timed if like(c) == key) for key in {like(c) for c in timed}}
                for like in _LIKE]
+    by_method, by_task = medians[1], medians[2]
     total, unknown = 0.0, 0
     for cell in cells:
         if cell.status in DONE:
             continue
-        found = next((m[like(cell)] for like, m in zip(_LIKE, medians) if like(cell) in m), None)
+        found = next((m[like(cell)] for like, m in zip(_LIKE[:2], medians) if like(cell) in m), None)
+        if found is None and (cell.task,) in by_task:
+            # the method not yet timed on this task: the task's median times how much slower (or faster)
+            # than each task's median the method was on the tasks it has run
+            ratios = [t / by_task[(task,)] for (task, method), t in by_method.items() if method == cell.method]
+            found = by_task[(cell.task,)] * (statistics.median(ratios) if ratios else 1.0)
         if found is None:
             unknown += 1
         else:

@@ -217,13 +217,14 @@ def test_plan_estimates_the_time_to_go_from_complete_cells_like_each() -> None:
         return Cell((), Path(f"{task}/{method}/{masked}/{status}/{seconds}"), status, None, task, method, masked, seconds)
 
     done = [cell("complete", "mrpc", "lora", True, 100.0), cell("complete", "mrpc", "lora", True, 300.0),
-            cell("complete", "mrpc", "lora", False, 50.0), cell("complete", "sst2", "dora", False, 40.0)]
+            cell("complete", "mrpc", "lora", False, 50.0), cell("complete", "mrpc", "dora", False, 500.0),
+            cell("complete", "sst2", "dora", False, 40.0)]   # task medians: mrpc 200, sst2 40
     todo = [cell("missing", "mrpc", "lora", True),     # its own kind: median 200
             cell("stopped", "mrpc", "lora", False),    # 50
-            cell("missing", "mrpc", "dora", True),     # no dora on mrpc: the task's median (100, 300, 50) = 100
-            cell("failed", "sst2", "lora", True),      # the task's: 40
+            cell("missing", "mrpc", "dora", True),     # no masked dora on mrpc: dora on mrpc, 500
+            cell("failed", "sst2", "lora", True),      # no lora on sst2: lora took 100 / 200 of mrpc's median, 40 -> 20
             cell("missing", "cola", "lora", True)]     # nothing on cola: not counted
-    assert time_to_go(done + todo, done) == (390.0, 1)
+    assert time_to_go(done + todo, done) == (770.0, 1)
     assert time_to_go(done, done) == (0.0, 0)
 
 
