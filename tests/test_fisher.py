@@ -26,33 +26,18 @@ SEQ_LEN = 12
 BATCH = 4
 
 
+_TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+             max_position_embeddings=64)
+
+
 def tiny_bert(num_labels: int = 2, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    return transformers.BertForSequenceClassification(config)
+    return transformers.BertForSequenceClassification(transformers.BertConfig(**_TINY, num_labels=num_labels))
 
 
 def tiny_roberta(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    config = transformers.RobertaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        type_vocab_size=1,
-        pad_token_id=1,
-        num_labels=2,
-    )
+    config = transformers.RobertaConfig(**_TINY, type_vocab_size=1, pad_token_id=1, num_labels=2)
     return transformers.RobertaForSequenceClassification(config)
 
 
@@ -412,13 +397,17 @@ def test_fp32_whatever_the_callers_autocast() -> None:
     assert 1e-5 < max(errors) < 0.3
 
 
-class SharedWeight(nn.Module):
-    """``lin``'s weight is used by ``lin`` and again through F.linear, outside ``lin``'s forward."""
+class _Toy(nn.Module):
+    """5 features -> ``lin`` -> ``hidden`` -> ``out`` -> 3 classes; each subclass misuses ``lin`` its own way."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: int = 5) -> None:
         super().__init__()
-        self.lin = nn.Linear(5, 5)
-        self.out = nn.Linear(5, 3)
+        self.lin = nn.Linear(5, hidden)
+        self.out = nn.Linear(hidden, 3)
+
+
+class SharedWeight(_Toy):
+    """``lin``'s weight is used by ``lin`` and again through F.linear, outside ``lin``'s forward."""
 
     def forward(self, features: Tensor) -> Tensor:
         h = torch.tanh(self.lin(features))
@@ -426,25 +415,18 @@ class SharedWeight(nn.Module):
         return self.out(h.mean(dim=1))
 
 
-class WeightOnly(nn.Module):
+class WeightOnly(_Toy):
     """``lin`` is never called: its parameters are used through F.linear only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(5, 5)
-        self.out = nn.Linear(5, 3)
 
     def forward(self, features: Tensor) -> Tensor:
         return self.out(torch.tanh(F.linear(features, self.lin.weight, self.lin.bias)).mean(dim=1))
 
 
-class TokensFirst(nn.Module):
+class TokensFirst(_Toy):
     """``lin`` sees (tokens, batch, features): with as many tokens as examples the shape looks right."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(5, 4)
-        self.out = nn.Linear(4, 3)
+        super().__init__(hidden=4)
 
     def forward(self, features: Tensor) -> Tensor:
         h = torch.tanh(self.lin(features.transpose(0, 1))).transpose(0, 1)
