@@ -43,6 +43,8 @@ from ..errors import FishtuneError
 
 log = logging.getLogger(__name__)
 
+# what reading one record can raise: it is then listed (malformed, or not placeable), never a crash
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, FishtuneError)
 COLLAPSE_TOL = 1e-6  # scores are stored with 4 decimals: equal predictions give equal numbers
 STRATEGY_KINDS = ("fish", "random", "reverse")
 
@@ -96,11 +98,11 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
                     identity = _identity(rec, path.parent, rel)  # also checks that the record is readable
                     if status in ("failed", "diverged"):  # running / interrupted: not (yet) a result, listed only
                         others.append({**identity, **_intended_budget(rec), "status": str(status)})
-                except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, FishtuneError) as err:
+                except _UNREADABLE as err:
                     entry["detail"] = (entry["detail"] + f" (no config to place it in a table: {err})").strip()
                 log.info("skipped %s: status %s", path.parent, status)
             listing.append(entry)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, FishtuneError) as err:
+        except _UNREADABLE as err:
             log.info("skipped %s: malformed record (%s: %s)", path, type(err).__name__, err)
             listing.append({"folder": rel, "status": "malformed", "task": None, "model": None, "method_tag": None,
                             "mask_tag": None, "seed": None, "detail": f"{type(err).__name__}: {err}"})
