@@ -2,7 +2,8 @@
 
 A crash at any point leaves either the old file or the new one, never a truncated one
 (`os.replace` is atomic within a filesystem). Disk-full and permission errors become a
-`FishtuneError` naming the path.
+`FishtuneError` naming the path. The file gets the mode a plain `open` would give it (0666 less the
+umask), not `mkstemp`'s owner-only 0600: a shared runs folder stays readable by the group.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ from typing import Any
 from .errors import FishtuneError
 
 
+def _file_mode() -> int:
+    """0o666 less the process umask (read by setting it and putting it straight back, once, at import)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` then atomically move the temporary file onto `path`."""
     path = Path(path)
@@ -28,6 +39,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         raise FishtuneError(f"cannot write {path}: {err.strerror or err}") from err
     try:
         write(tmp)
+        os.chmod(tmp, _MODE)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

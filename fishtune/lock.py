@@ -5,17 +5,21 @@ the first still runs) map to the same folder. The first takes the lock and write
 lock file; a second one finds the lock held and stops at once, naming the folder and the holder's
 PID, without writing anything. The OS releases a `flock` when its holder dies, so the lock of a
 killed run never blocks the rerun that resumes it (the stale file is simply locked again).
+`check_unlocked` probes the lock with a brief shared `flock`; a writer that meets such a probe
+retries for up to `PROBE_WAIT_S` before it calls the folder busy.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from .errors import FishtuneError
 
 LOCK_NAME = ".lock"
+PROBE_WAIT_S = 1.0  # a probe holds its shared lock for microseconds; a writer holds it for the whole run
 
 
 class RunFolderBusy(FishtuneError):
@@ -61,11 +65,16 @@ class RunFolderLock:
     def __enter__(self) -> "RunFolderLock":
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise _busy(self.folder, self.path) from None
+        deadline = time.monotonic() + PROBE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise _busy(self.folder, self.path) from None
+                time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -15,6 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError, DataError
+# At import, not at the first mask: the source hash of the records and of the Fisher cache's key is
+# read when fishtune is imported (`provenance`), so code loaded hours later could differ from it.
+from .fisher import _cut_trailing_padding, _eval_mode, _precision, empirical_fisher
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,6 @@ def dense_warmup(model: nn.Module, batches: Iterator, *, steps: int, lr: float, 
 def fisher_scores(model: nn.Module, batches: Iterable, *, names: Sequence[str], num_samples: int,
                   labels: str = "empirical", estimator: str = "auto", loss_fn: LossFn | None = None) -> dict[str, Tensor]:
     """The empirical Fisher of `names` over the first `num_samples` examples of `batches`."""
-    from .fisher import empirical_fisher
-
     if loss_fn is None:
         return empirical_fisher(model, _labelled(batches), num_samples=num_samples, estimator=estimator,
                                 labels=labels, param_names=names)
@@ -75,8 +76,6 @@ def fisher_scores(model: nn.Module, batches: Iterable, *, names: Sequence[str], 
 def _loss_fn_fisher(model: nn.Module, batches: Iterable, loss_fn: LossFn, *, names: Sequence[str],
                     num_samples: int) -> dict[str, Tensor]:
     """sum_n (d loss_fn(model, example_n) / d theta)^2 with one forward/backward per example."""
-    from .fisher import _cut_trailing_padding, _eval_mode, _precision
-
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
     device = _device(model)

@@ -3,7 +3,8 @@
 Everything that can fail because of user input (config values, data files, model names, the
 mask budget) is checked before anything is written, so a bad command never touches an
 existing run folder. From the first write on, the record says `running`; it ends as
-`complete`, `failed` (with `traceback.txt`) or `diverged`.
+`complete`, `failed` (with `traceback.txt`), `diverged` or `interrupted`. A rerun resumes an
+unfinished run from its checkpoint; the record's `sessions` lists every process that wrote it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .batching import Encoded, encode
 from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
                      resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, load_split
-from .errors import DivergedError, FishtuneError, Terminated
+from .errors import ConfigError, DivergedError, FishtuneError, Terminated
 from .fisher_cache import build_with_cache
 from .fishmask import FishMask
 from .frozen import count_changed
@@ -37,6 +38,7 @@ from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
 from .models import load_model, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
+from .provenance import TRAINING_SOURCE_SHA256
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
 from .selection import MaskResult, build_mask, mask_budget, matched_budget
 from .tasks import TaskSpec, get_task
@@ -69,7 +71,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     runtime = resolved_runtime(cfg.train)
     folder = run_dir(cfg, runtime=runtime)
     check_unlocked(folder)  # another live process writes there: stop now, touching nothing
-    existing = read_record(folder / RECORD_NAME)
+    existing = _read_own_record(cfg, runtime, folder)
     if existing and existing.get("status") == "complete" and cfg.train.resume:
         return _skipped(folder, existing)
 
@@ -90,7 +92,7 @@ def run_experiment(cfg: DictConfig) -> dict:
                                                               matched=matched)
 
     with RunFolderLock(folder), _sigterm_interrupts():  # one writer per run folder, first write to last
-        existing = read_record(folder / RECORD_NAME)  # as it is now that the folder is ours
+        existing = _read_own_record(cfg, runtime, folder)  # as it is now that the folder is ours
         if existing and existing.get("status") == "complete" and cfg.train.resume:
             return _skipped(folder, existing)
         return _run_locked(cfg, runtime, folder, existing, task, loaded, setup, train_ex, eval_ex,
@@ -117,6 +119,22 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path) -> dict | None:
+    """The folder's record, refusing one of another configuration where resuming or skipping it
+    would credit it to this command. Only an explicit `output_dir` can hold one: a folder fishtune
+    names carries the digest of its config. Records older than the `comparison` digest pass."""
+    existing = read_record(folder / RECORD_NAME)
+    if not (existing and cfg.get("output_dir") and cfg.train.resume):
+        return existing
+    theirs = ((existing.get("comparison") or {}).get("digest"), existing.get("seed"))
+    ours = (comparison_digest(cfg, runtime=runtime), int(cfg.seed))
+    if theirs[0] is not None and theirs != ours:
+        raise ConfigError(f"output_dir {folder} holds a run of another configuration (seed {theirs[1]}, config "
+                          f"digest {theirs[0]}; this command: seed {ours[1]}, digest {ours[0]}); choose another "
+                          "output_dir, or pass train.resume=false to replace that run")
+    return existing
 
 
 def _skipped(folder: Path, existing: dict) -> dict:
@@ -150,9 +168,15 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
         "comparison": {"digest": comparison_digest(cfg, runtime=runtime),
                        "config": flatten(comparable_config(cfg, runtime=runtime))},
     }
-    # A resumed run keeps what its earlier session recorded (mask stats, Fisher time, epochs).
-    if resuming and existing and existing.get("trainable"):
-        fields["trainable"] = existing["trainable"]  # counted from the saved mask by the first session
+    # A resumed run keeps what its earlier session recorded (mask stats, Fisher time, epochs), but
+    # not how that session ended: that goes into its entry of `sessions`.
+    earlier = _earlier_sessions(existing) if resuming and existing else []
+    if resuming and existing:
+        (folder / "traceback.txt").unlink(missing_ok=True)
+        existing = {k: v for k, v in existing.items() if k not in ("error", "traceback", "finished_at")}
+        if existing.get("trainable"):
+            fields["trainable"] = existing["trainable"]  # counted from the saved mask by the first session
+    fields["sessions"] = [*earlier, _session(fields)]
     record = RunRecord(folder, {**existing, **fields} if resuming and existing else fields)
     if loaded.is_tiny:
         record.data["note"] = "TEST MODEL: random-init tiny model; this run is not a result"
@@ -162,22 +186,56 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
     try:
         _train_and_record(cfg, task, setup, loaded.tokenizer, loaded.model, train_ex, eval_ex, record,
                           folder, keep, device, autocast, resuming, start)
-    except DivergedError as err:
-        record.update(status="diverged", error=str(err), finished_at=now()).save()
-        raise
-    except torch.cuda.OutOfMemoryError as err:
-        record.update(status="failed", error="CUDA out of memory", finished_at=now()).save()
-        raise FishtuneError(f"CUDA out of memory in {folder}; lower train.batch_size (now {cfg.train.batch_size}) "
-                            "or train.max_seq_length") from err
-    except KeyboardInterrupt:
-        record.update(status="interrupted", finished_at=now()).save()  # rerun the command to resume
-        raise
     except BaseException as err:
-        atomic_write_text(folder / "traceback.txt", traceback.format_exc())
-        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback="traceback.txt",
-                      finished_at=now()).save()
+        # A run saved `complete` stays so: a signal or error in its last lines (deleting the
+        # checkpoint, the final log) cannot undo a finished, recorded run.
+        if record.data.get("status") != "complete":
+            _record_end(record, folder, err)
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            raise FishtuneError(f"CUDA out of memory in {folder}; lower train.batch_size (now "
+                                f"{cfg.train.batch_size}) or train.max_seq_length") from err
         raise
     return record.data
+
+
+def _record_end(record: RunRecord, folder: Path, err: BaseException) -> None:
+    """Save how an unfinished run ended: diverged, failed (out of memory, or with `traceback.txt`)
+    or interrupted (Ctrl-C, SIGTERM: rerun the command to resume)."""
+    if isinstance(err, DivergedError):
+        record.update(status="diverged", error=str(err))
+    elif isinstance(err, torch.cuda.OutOfMemoryError):
+        record.update(status="failed", error="CUDA out of memory")
+    elif isinstance(err, KeyboardInterrupt):
+        record.update(status="interrupted")
+    else:
+        atomic_write_text(folder / "traceback.txt", traceback.format_exc())
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback="traceback.txt")
+    record.update(finished_at=now()).save()
+
+
+_SESSION_KEYS = ("started_at", "git", "versions", "hardware", "torch_threads")
+
+
+def _session(fields: dict) -> dict:
+    """One process's share of a run: when it started, its code (commit, source hashes), libraries
+    and hardware. `training_sha256` is the Fisher cache's hash of the training code."""
+    return {**{k: fields[k] for k in _SESSION_KEYS}, "training_sha256": TRAINING_SOURCE_SHA256}
+
+
+def _earlier_sessions(existing: dict) -> list[dict]:
+    """The sessions of the record being resumed, the last one marked with how it ended. A record
+    older than `sessions` gives its top-level fields as its one session. A resume by other
+    training code is logged: the record then names both."""
+    sessions = [dict(s) for s in existing.get("sessions") or [{k: existing.get(k) for k in _SESSION_KEYS}]]
+    # `running` here means its process died without saving an end (SIGKILL, power loss)
+    sessions[-1]["ended"] = "killed" if existing.get("status") == "running" else existing.get("status")
+    if existing.get("error"):
+        sessions[-1]["error"] = existing["error"]
+    before = sessions[-1].get("training_sha256")
+    if before is not None and before != TRAINING_SOURCE_SHA256:
+        log.warning("resuming %s with other training code than its last session (training source %s, now %s); "
+                    "its record lists both sessions", existing.get("output_dir"), before[:12], TRAINING_SOURCE_SHA256[:12])
+    return sessions
 
 
 def _load_data(cfg: DictConfig, task: TaskSpec) -> tuple[list[Example], dict[str, list[Example]]]:

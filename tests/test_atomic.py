@@ -53,3 +53,14 @@ def test_permission_error_on_rename_names_the_path(tmp_path: Path, monkeypatch) 
     with pytest.raises(FishtuneError, match="cannot write .*config.yaml: Permission denied"):
         atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_umask_mode_not_owner_only(tmp_path: Path) -> None:
+    # mkstemp makes 0600 files; a runs folder shared by a group must stay readable by it
+    import fishtune.atomic as atomic
+
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "record", "x")
+    assert atomic._MODE == (plain.stat().st_mode & 0o777)
+    assert (tmp_path / "record").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

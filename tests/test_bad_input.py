@@ -127,3 +127,20 @@ def test_cuda_oom_suggests_a_smaller_batch(run_cli, tmp_path: Path, monkeypatch,
     assert "train.batch_size" in capsys.readouterr().err
     (rec,) = records(tmp_path / "runs")
     assert rec["status"] == "failed" and "out of memory" in rec["error"]
+
+
+def test_an_output_dir_holding_another_configs_run_is_refused_untouched(run_cli, tmp_path: Path, capsys) -> None:
+    # resuming or skipping it would credit that run (its mask, its epochs) to this command's config
+    folder = tmp_path / "mine"
+    assert run_cli(f"output_dir={folder}") == 0
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    capsys.readouterr()
+    for other in ("seed=2", "train.lr=0.01"):
+        assert run_cli(other, f"output_dir={folder}") == 1
+        err = capsys.readouterr().err
+        assert f"output_dir {folder} holds a run of another configuration" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert run_cli(f"output_dir={folder}") == 0  # the same config: skipped, as before
+    assert run_cli("seed=2", "train.resume=false", f"output_dir={folder}") == 0  # replacing it is explicit
+    (rec,) = records(folder)
+    assert rec["seed"] == 2 and rec["status"] == "complete"

@@ -70,3 +70,29 @@ def test_the_lock_is_released_after_a_run(run_cli, tmp_path: Path) -> None:
     with RunFolderLock(folder):  # would raise if the run had kept it
         pass
 
+
+
+def test_a_writer_waits_out_a_brief_probe_instead_of_calling_the_folder_busy(tmp_path: Path) -> None:
+    # `check_unlocked` (plan, every runner before it loads) holds a shared flock for an instant; a
+    # writer arriving in that instant must not give up on a folder nobody is running
+    import fcntl
+    import threading
+
+    from fishtune.lock import PROBE_WAIT_S, RunFolderLock, RunFolderBusy
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # the probe, caught mid-check
+    threading.Timer(PROBE_WAIT_S / 5, os.close, args=(fd,)).start()
+    with RunFolderLock(folder):
+        pass
+
+    fd = os.open(folder / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a lock held for longer than the wait is a busy folder
+    try:
+        with pytest.raises(RunFolderBusy):
+            with RunFolderLock(folder):
+                pass
+    finally:
+        os.close(fd)

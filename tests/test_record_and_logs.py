@@ -126,3 +126,70 @@ def test_plain_progress_lines_when_output_is_not_a_terminal(run_cli, tmp_path: P
     assert "epoch 1/1  step 12/12 (100%)  loss" in lines[-1]
     (rec,) = records(tmp_path / "runs")
     assert rec["status"] == "complete"
+
+
+def test_a_run_process_has_imported_all_its_training_code_before_it_runs() -> None:
+    # the source hash of a record is read at import: code imported later (at the first mask of a
+    # long sweep) could be an edit made since, run under the old hash
+    import subprocess
+    import sys
+
+    from fishtune.provenance import NOT_TRAINING, PACKAGE_DIR
+
+    not_run_by_fishtune_run = {"callback", "trainer_batches", "export"}  # the public API and `fishtune export`
+    code = "import sys, fishtune.cli, fishtune.runner; print(' '.join(m for m in sys.modules if m.startswith('fishtune')))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    expected = {".".join(("fishtune", *p.relative_to(PACKAGE_DIR).with_suffix("").parts)).removesuffix(".__init__")
+                for p in PACKAGE_DIR.rglob("*.py") if p.relative_to(PACKAGE_DIR).parts[0] not in NOT_TRAINING
+                and p.stem not in not_run_by_fishtune_run}
+    assert expected - loaded == set()
+
+
+def test_a_resumed_run_lists_its_sessions_and_drops_the_earlier_failure(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from fishtune import train
+    from fishtune.cli import main
+    from conftest import TINY
+
+    args = ["run", *[a for a in TINY if not a.startswith("train.epochs")], "train.epochs=2", f"output_dir={tmp_path}"]
+    save = train.Trainer._checkpoint
+
+    def crash_after_epoch_1(self, progress, *rest) -> None:
+        save(self, progress, *rest)
+        if progress.epoch == 1 and progress.step_in_epoch == 0:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train.Trainer, "_checkpoint", crash_after_epoch_1)
+    assert main(args) == 1
+    failed = json.loads((tmp_path / "results.json").read_text())
+    assert failed["status"] == "failed" and (tmp_path / "traceback.txt").exists()
+
+    monkeypatch.setattr(train.Trainer, "_checkpoint", save)
+    assert main(args) == 0
+    rec = json.loads((tmp_path / "results.json").read_text())
+    assert rec["status"] == "complete" and rec["resumed"] and [e["epoch"] for e in rec["epochs"]] == [1, 2]
+    assert "error" not in rec and "traceback" not in rec and not (tmp_path / "traceback.txt").exists()
+    first, second = rec["sessions"]
+    assert first["ended"] == "failed" and "simulated crash" in first["error"] and "ended" not in second
+    assert first["started_at"] == failed["started_at"] and second["started_at"] == rec["started_at"]
+    for session in rec["sessions"]:
+        assert set(session) >= {"git", "versions", "hardware", "torch_threads", "training_sha256"}
+
+
+def test_a_run_saved_complete_stays_complete_when_signalled_in_its_last_lines(run_cli, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    from fishtune import runner
+    from fishtune.errors import Terminated
+
+    info = runner.log.info
+
+    def sigterm_at_the_final_log(msg, *args, **kwargs):
+        if str(msg).startswith("done:"):
+            raise Terminated("signal 15")
+        return info(msg, *args, **kwargs)
+
+    monkeypatch.setattr(runner.log, "info", sigterm_at_the_final_log)
+    assert run_cli() == 143
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "complete"

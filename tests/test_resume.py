@@ -65,6 +65,7 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path: Path) -> No
     for name in ("peft_final.safetensors", "mask.safetensors", "peft_init.safetensors"):
         assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
     assert got["time_s"]["total"] >= got["time_s"]["train"]  # wall time adds up over both sessions
+    assert [s.get("ended") for s in got["sessions"]] == ["killed", None]
     assert not checkpoint.exists()  # a complete run drops its checkpoint
 
 
@@ -89,3 +90,4 @@ def test_sigterm_marks_the_run_interrupted_and_a_rerun_resumes(tmp_path: Path) -
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
     assert "resumed from" in output and _record(out)["status"] == "complete"
+    assert [s.get("ended") for s in _record(out)["sessions"]] == ["interrupted", None]
