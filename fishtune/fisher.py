@@ -11,10 +11,11 @@ gradient of the batch-mean loss is *not* this quantity: the square must be taken
 - ``labels="empirical"``: y_n is the true label; the loss is cross-entropy (classification) or the
   squared error (f(x_n) - y_n)^2 (regression). The squared error is twice the NLL of a unit-variance
   Gaussian, so the regression score is 4x that Fisher; a constant factor does not change a ranking.
-- ``labels="expected"`` (classification only; regression falls back to empirical): the model's own
-  predictive distribution replaces the label,
+- ``labels="expected"``: the model's own predictive distribution replaces the label,
   F_hat(theta) = sum_n sum_c p(c | x_n) (d/dtheta log p(c | x_n))^2, with p detached.
   It is computed as the squared gradient of sqrt(p(c | x_n)) * CE(x_n, c), summed over c.
+  Regression takes y ~ N(f(x_n), 1): E_y[(d/dtheta (f - y)^2)^2] = 4 E[(f - y)^2] (df/dtheta)^2
+  = 4 (df/dtheta)^2, the squared gradient of 2 f(x_n) (on the empirical score's 4x scale).
 
 Three exact estimators, and a mix of them:
 
@@ -225,6 +226,9 @@ def _loss_terms(model: nn.Module, targets: Tensor, labels: str) -> LossTerms:
     def squared_error(logits: Tensor) -> list[Tensor]:
         return [((logits.float().squeeze(-1) - targets.float()) ** 2).sum()]
 
+    def expected_squared_error(logits: Tensor) -> list[Tensor]:
+        return [2 * logits.float().squeeze(-1).sum()]
+
     def expected_ce(logits: Tensor) -> list[Tensor]:
         logits = logits.float()
         log_p = logits.log_softmax(-1)
@@ -232,7 +236,7 @@ def _loss_terms(model: nn.Module, targets: Tensor, labels: str) -> LossTerms:
         return [-(weight[:, c] * log_p[:, c]).sum() for c in range(logits.shape[-1])]
 
     if _is_regression(model, targets):
-        return squared_error
+        return expected_squared_error if labels == "expected" else squared_error
     if targets.is_floating_point():
         raise DataError("fisher: classification needs integer class labels, got floats")
     return expected_ce if labels == "expected" else empirical_ce

@@ -148,6 +148,9 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
     """Everything that writes into the run folder (the caller holds its lock)."""
     # Nothing was written so far; from here on the run folder is ours.
     resuming = bool(cfg.train.resume and (folder / CHECKPOINT).exists())
+    for partial in folder.glob(".*.tmp"):  # an atomic write cut short by SIGKILL (a checkpoint can be GBs)
+        if partial.is_file():
+            partial.unlink(missing_ok=True)
     if not resuming:
         for stale in (CHECKPOINT, MASK_FILE, INIT_FILE, FINAL_FILE, "traceback.txt"):
             (folder / stale).unlink(missing_ok=True)

@@ -266,9 +266,15 @@ def test_regression_hooks_match_loop_and_use_squared_error() -> None:
         residual = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits[:, 0] - b["labels"]
                               for b in batches])
     assert torch.allclose(head["classifier.bias"], (4 * residual**2).sum().reshape(1), rtol=1e-5)
-    # expected labels fall back to empirical for regression
-    assert_close(fisher(model, batches, "hooks", labels="expected", param_names=["classifier.bias"]),
-                 {"classifier.bias": loop["classifier.bias"]})
+    # expected labels, y ~ N(f(x), 1): 4 E[(f - y)^2] (df/db)^2 = 4 per example for the bias
+    n = sum(len(b["labels"]) for b in batches)
+    for estimator in ("loop", "hooks", "func"):
+        expected = fisher(model, batches, estimator, labels="expected", param_names=["classifier.bias"])
+        assert torch.allclose(expected["classifier.bias"], torch.tensor([4.0 * n]), rtol=1e-5), estimator
+    names = ["classifier.weight", "bert.encoder.layer.0.attention.self.query.weight"]
+    loop = fisher(model, batches, "loop", labels="expected", param_names=names)
+    assert_close(fisher(model, batches, "auto", labels="expected", param_names=names), loop)
+    assert not torch.allclose(loop["classifier.weight"], head["classifier.weight"])  # not the empirical score
 
 
 def test_model_mode_grads_and_values_are_restored() -> None:

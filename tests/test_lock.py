@@ -96,3 +96,12 @@ def test_a_writer_waits_out_a_brief_probe_instead_of_calling_the_folder_busy(tmp
                 pass
     finally:
         os.close(fd)
+
+
+def test_a_rerun_clears_the_temporary_files_of_a_killed_write(run_cli, tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    partial = folder / ".checkpoint.pt.k2j4x.tmp"  # what SIGKILL mid-`atomic_write` leaves
+    partial.write_bytes(b"\0" * 1024)
+    assert run_cli(f"output_dir={folder}") == 0
+    assert not partial.exists()
