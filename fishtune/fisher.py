@@ -130,7 +130,9 @@ def empirical_fisher(
         hooked_by, rest = {}, dict(wanted)
     loop_params = rest if estimator == "loop" else {}
     func_params = {} if estimator == "loop" else rest
-    tol = CHECK_TOL[precision]
+    # A model held in bf16/fp16 computes in it whatever `precision` says: check at that rounding.
+    half = any(p.dtype in (torch.bfloat16, torch.float16) for p in wanted.values())
+    tol = max(CHECK_TOL[precision], CHECK_TOL["bf16"] if half else 0.0)
 
     device = next(model.parameters()).device
     fisher = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in wanted.items()}

@@ -24,7 +24,7 @@ other module shares are taken, and:
   also used through ``F.linear(x, lin.weight)``), and (2) the gradient of example 0 must equal that
   of example 0 run alone, as a batch of one with the same padded length (catches an input whose
   first axis has the batch's size but is not the examples). Both use the first loss term and a
-  relative tolerance (1e-4 in fp32).
+  relative tolerance (1e-4 in fp32; 5e-2 under bf16 autocast or for a model held in bf16/fp16).
 
 A disqualified module is reported to the caller, with nothing of that batch added for it.
 """

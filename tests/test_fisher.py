@@ -517,3 +517,12 @@ def test_func_check_catches_a_parameter_it_cannot_substitute(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="fishtune.fisher"):
         assert_close(fisher(model, batches, "auto"), loop)
     assert "batch-1 loop scores scale" in caplog.text
+
+
+def test_a_bf16_model_is_checked_at_bf16_rounding_and_keeps_the_fast_estimator(caplog) -> None:
+    # fp32's 1e-4 check tolerance would send every bf16 LoRA factor to the batch-1 loop
+    model = tiny_lora().to(torch.bfloat16)
+    with caplog.at_level("WARNING", logger="fishtune.fisher"):
+        scores = fisher(model, padded_batches(), "auto")
+    assert not [r for r in caplog.records if "do not add up" in r.getMessage()]
+    assert all(s.dtype == torch.float32 and bool(s.isfinite().all()) for s in scores.values())
