@@ -24,11 +24,20 @@ carry `model` (the unwrapped model: the PeftModel, the AdapterHub or plain trans
    masked gradients, and gradient accumulation sums masked gradients), and the frozen entries are
    restored after every optimizer step, so weight decay and momentum never move them.
 
-`on_train_end` detaches the hooks and audits (`FishMask.verify`): a frozen entry that moved raises
-a FishtuneError; the counts are in `callback.audit`. Resuming (`trainer.train(resume_from_checkpoint=...)`)
-reloads `<output_dir>/fish_mask.safetensors` instead of computing a new mask (its frozen entries
-hold their initial values in every checkpoint, so binding there restores exactly those). A mask
-computed elsewhere can be passed as `FishCallback(mask=FishMask or path)`.
+`on_train_end` detaches the hooks (the parameters with nothing selected require grad again) and
+audits (`FishMask.verify`): a frozen entry that moved raises a FishtuneError; the counts are in
+`callback.audit`. Resuming (`trainer.train(resume_from_checkpoint=...)`) reloads
+`<output_dir>/fish_mask.safetensors` instead of computing a new mask (its frozen entries hold their
+initial values in every checkpoint, so binding there restores exactly those). Another `train()`
+on the same model that is not a resume keeps the mask the callback already has (computed once,
+saved once). A mask computed elsewhere can be passed as `FishCallback(mask=FishMask or path)`.
+
+Distributed (torchrun, DDP). The Trainer wraps the model in DistributedDataParallel before
+`on_train_begin`, so the mask is bound after the wrapping: while torch.distributed is initialized
+the parameters with nothing selected keep requiring grad and are held in place by the hooks
+(`fishtune.frozen`), and `ddp_find_unused_parameters=False` works. Each process computes its own
+mask, from the same seeded sample of the training set (identical masks as long as the Fisher is
+computed deterministically); `mask=` passes every process the same one.
 """
 
 from __future__ import annotations
@@ -78,8 +87,6 @@ class FishCallback(TrainerCallback):
         if model is None or optimizer is None:
             raise ConfigError("FishCallback needs the Trainer's model and optimizer at on_train_begin "
                               "(DeepSpeed/FSDP optimizers are not supported)")
-        if self.mask is not None:
-            self.mask.detach()   # a second train() call: attach afresh
         saved = Path(args.output_dir) / MASK_FILE
         if self._given:
             pass
@@ -89,6 +96,8 @@ class FishCallback(TrainerCallback):
                                   "pass FishCallback(mask=...) with the mask the run started with")
             self.mask = FishMask.load(saved)
             log.info("FishCallback: resumed with the mask in %s", saved)
+        elif self.mask is not None and self.mask.model is model:
+            log.info("FishCallback: train() again on the same model: keeping the mask computed the first time")
         else:
             self.mask = self._compute(args, model, train_dataloader)
             if self.save and args.should_save:

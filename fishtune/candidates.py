@@ -3,11 +3,12 @@
 Candidates. By default every trainable parameter except the classifier head: the `classifier` /
 `score` module of a transformers model (with PEFT, its trainable `modules_to_save` copy), any PEFT
 `ModulesToSaveWrapper`, AdapterHub `heads.`; `head=` names others (parameter names or module
-paths), `params=` lists the candidates outright. Families (for the stats) and zero-initialised
-factor pairs (for `live` and the dead-entry stats, `fishtune.live`) are read from the library's
-modules: PEFT `LoraLayer`s (`lora_A`, `lora_B`, `lora_magnitude`; each (A, B) a pair) and
-AdapterHub adapters (fishtune's method groups); any other parameter's family is its name's last
-component, with no pair. Used by `fishtune.FishMask.from_fisher`.
+paths), `params=` lists the candidates outright (for both, a single string is one name). Families
+(for the stats) and zero-initialised factor pairs (for `live` and the dead-entry stats,
+`fishtune.live`) are read from the library's modules: PEFT `LoraLayer`s (`lora_A`, `lora_B`,
+`lora_magnitude`; each (A, B) a pair) and AdapterHub adapters (fishtune's method groups); any other
+parameter's family is its name's last component, with no pair. Used by
+`fishtune.FishMask.from_fisher`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from torch import Tensor, nn
 from .errors import ConfigError
 
 
-def candidates(model: nn.Module, *, params: Sequence[str] | None = None, head: Sequence[str] | None = None) -> list[str]:
+def candidates(model: nn.Module, *, params: Sequence[str] | str | None = None,
+               head: Sequence[str] | str | None = None) -> list[str]:
     """Mask candidates in `named_parameters()` order: `params` if given (each must be trainable),
-    else the trainable parameters minus the head (`head`, or the recognised one: module docstring)."""
+    else the trainable parameters minus the head (`head`, or the recognised one: module docstring).
+    A single string for `params` or `head` is one name."""
     named = dict(model.named_parameters())
     trainable = [n for n, p in named.items() if p.requires_grad]
+    if isinstance(params, str):
+        params = [params]
     if params is not None:
         unknown = sorted(set(params) - set(named))
         frozen = sorted(set(params) - set(trainable) - set(unknown))

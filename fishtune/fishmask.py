@@ -39,9 +39,15 @@ parameter's gradient as soon as autograd has accumulated it, i.e. inside `backwa
 clipping: `clip_grad_norm_` (yours, transformers' `max_grad_norm`) sees and returns the norm of the
 masked gradients, and gradient accumulation sums masked gradients. `Optimizer.register_step_post_hook`
 restores the frozen entries after every step that really ran (AMP's skipped steps included), so
-weight decay and momentum cannot move them, whatever the torch optimizer. Parameters with no
-selected entry get requires_grad off when the mask is bound (attached, or `bind`): no gradient,
-so no optimizer update or state.
+weight decay and momentum cannot move them, whatever the torch optimizer. `attach` binds the mask
+afresh each time: the frozen entries are held at the values they have when it is attached (so move,
+convert or load the model first). Parameters with no selected entry get requires_grad off while the
+mask is bound (attached, or `bind`: then an optimizer built afterwards leaves them out) and lose a
+gradient left over from before; `detach()` removes the hooks and turns their requires_grad back on.
+While torch.distributed is initialized they keep requiring grad and are held in place instead
+(gradient zeroed, values restored after each step), because a DistributedDataParallel wrapper built
+before the mask was bound expects their gradients (`fishtune.frozen`): DDP works with
+find_unused_parameters=False, whether the mask was bound before or after the wrapping.
 """
 
 from __future__ import annotations
@@ -59,10 +65,10 @@ from torch import Tensor, nn
 
 from .candidates import candidates, structure, zero_factor
 from .errors import ConfigError
-from .frozen import EntryMask
+from .frozen import EntryMask, check_mask
 from .live import dead_entries, select_live
 from .mask_stage import LossFn, _rng_forked, _warmup_source, dense_warmup, fisher_scores
-from .masking import SCOPES, STRATEGIES, mask_stats, select_mask
+from .masking import SCOPES, STRATEGIES, as_int, as_real, mask_stats, select_mask
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class FishMask:
         self.info: dict[str, Any] = dict(info or {})
         self._starting: dict[str, Tensor] | None = None   # values where masked training starts (stats)
         self._engine: EntryMask | None = None
+        self._snapshot = True          # what `attach` binds with (`bind(snapshot=)`)
 
     # --- building ---------------------------------------------------------------------------------
 
@@ -95,19 +102,21 @@ class FishMask:
     def from_fisher(cls, model: nn.Module, batches: Iterable | None = None, *, keep: int | None = None,
                     keep_ratio: float | None = None, strategy: str = "fish", live: bool = False,
                     scope: str = "global", num_samples: int = 1024, labels: str = "empirical",
-                    estimator: str = "auto", loss_fn: LossFn | None = None, params: Sequence[str] | None = None,
-                    head: Sequence[str] | None = None, fisher_at: str = "auto", warmup_steps: int = 50,
+                    estimator: str = "auto", loss_fn: LossFn | None = None, params: Sequence[str] | str | None = None,
+                    head: Sequence[str] | str | None = None, fisher_at: str = "auto", warmup_steps: int = 50,
                     warmup_lr: float = 1e-3, warmup_batches: Iterable | None = None, seed: int = 0,
                     families: Mapping[str, str] | None = None, pairs: Sequence | None = None,
                     autocast: bool = False, fisher: Mapping[str, Tensor] | None = None) -> FishMask:
         """Select exactly k entries of the candidates by the empirical Fisher (module docstring).
 
-        keep / keep_ratio: k, or k = round(keep_ratio * candidate entries) (exactly one of them).
+        keep / keep_ratio: k, or k = round(keep_ratio * candidate entries) (exactly one of them; any
+        integer / real number, NumPy's and 0-d tensors included, but not a bool).
         strategy: fish (largest Fisher) | reverse (smallest) | random (seeded, no data needed);
         live: spend the budget only on entries that can move (`fishtune.live.select_live`);
         scope: global | per_tensor; labels: empirical | expected; estimator: auto | func | hooks |
-        loop (`fishtune.fisher`); seed: the random strategy's. `families`, `pairs` override the
-        detected ones (fishtune's runner passes its method's); `autocast`: bf16 autocast during the
+        loop (`fishtune.fisher`); seed: the random strategy's. `families` ({parameter: family})
+        overrides the detected family of the parameters it names, `pairs` replaces the detected
+        pairs (fishtune's runner passes its method's); `autocast`: bf16 autocast during the
         warm-up (the Fisher is fp32 whatever it is). `fisher`: a Fisher already estimated with these
         settings (another mask's `scores`, e.g. to take FISH and reverse masks or several budgets from
         one estimate): the warm-up and the estimate are skipped, `batches` is not read.
@@ -120,13 +129,20 @@ class FishMask:
         if loss_fn is not None and (estimator not in ("auto", "loop") or labels != "empirical"):
             raise ConfigError("with loss_fn the Fisher is the per-example loop of your loss: leave estimator='auto' "
                               "(or 'loop') and labels='empirical'")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        steps, samples = as_int(warmup_steps), as_int(num_samples)
+        if steps is None or steps < 0:
             raise ConfigError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        if samples is None or samples < 1:
+            raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+        warmup_steps, num_samples = steps, samples
         names = candidates(model, params=params, head=head)
-        if families is None or pairs is None:
+        given = dict(families) if families is not None else {}
+        if pairs is None or not set(names) <= set(given):
             detected_families, detected_pairs = structure(model, names)
-            families = dict(families) if families is not None else detected_families
+            if not set(names) <= set(given):   # the given families win, the detected ones fill the gaps
+                given = {**detected_families, **given}
             pairs = list(pairs) if pairs is not None else detected_pairs
+        families = given
         named = dict(model.named_parameters())
         total = sum(named[n].numel() for n in names)
         k = budget(total, keep=keep, keep_ratio=keep_ratio)
@@ -200,21 +216,27 @@ class FishMask:
         return stats
 
     def __repr__(self) -> str:
-        state = "attached" if self.attached else "bound" if self._engine is not None else "unbound"
+        bound = self._engine is not None and self._engine.bound
+        state = "attached" if self.attached else "bound" if bound else "unbound"
         return f"FishMask({self.selected:,} of {self.total:,} entries in {len(self.mask)} tensors, {state})"
 
     # --- training ---------------------------------------------------------------------------------
 
     def bind(self, model: nn.Module | None = None, *, snapshot: bool = True) -> FishMask:
-        """Tie the mask to `model`'s parameters (default: the model it was built on): tensors with
-        nothing selected get requires_grad off, and the frozen entries' current values are the ones
-        every step restores. `snapshot` keeps a CPU copy of the wholly frozen tensors for `verify`."""
+        """Tie the mask to `model`'s parameters now (default: the model it was built on), undoing an
+        earlier binding first (`detach`): tensors with nothing selected get requires_grad off (held
+        instead under torch.distributed: module docstring) and lose a leftover gradient, a partially
+        masked tensor's leftover gradient is masked, and the frozen entries' current values are the
+        ones every step restores. `attach` binds afresh anyway: bind first to build an optimizer
+        without the tensors that have nothing selected (as `fishtune run` does). `snapshot` keeps a
+        CPU copy of the wholly frozen tensors for `verify` (later `attach`es keep this choice)."""
         model = model if model is not None else self.model
         if model is None:
             raise ConfigError("this mask has no model (it was loaded): pass model=, e.g. mask.attach(optimizer, model)")
         self.detach()
+        self._engine = None   # stays None if the new binding fails
         self._engine = EntryMask(model, self.mask, snapshot=snapshot)
-        self.model = model
+        self.model, self._snapshot = model, snapshot
         return self
 
     @property
@@ -223,21 +245,22 @@ class FishMask:
 
     def attach(self, optimizer: torch.optim.Optimizer, model: nn.Module | None = None) -> FishMask:
         """Mask every gradient after backward and restore frozen entries after every step of
-        `optimizer` (binding to `model`, or the model the mask was built on, if not bound yet)."""
-        if self._engine is None or (model is not None and model is not self.model):
-            self.bind(model)
-        self.detach()
+        `optimizer`. Binds afresh (`bind`) to `model`, else to the model it was bound to or built
+        on, so the frozen entries keep the values they have now: attach after moving, converting
+        or loading the model (a Trainer's `on_train_begin` is such a point)."""
+        self.bind(model, snapshot=self._snapshot)
         self._engine.attach(optimizer)
         return self
 
     def detach(self) -> None:
-        """Remove the hooks (training with this optimizer is then unmasked)."""
+        """Remove the hooks and turn requires_grad back on for the tensors binding switched off:
+        training is then unmasked. `verify` still compares with the values held while attached."""
         if self._engine is not None:
-            self._engine.detach()
+            self._engine.unbind()
 
     def verify(self, model: nn.Module | None = None) -> dict[str, int]:
-        """Raise a FishtuneError if any frozen entry's bits changed since the mask was bound; return
-        {"selected", "frozen", "frozen_changed": 0, "tensors"}."""
+        """Raise a FishtuneError if any frozen entry's bits changed since the mask was last bound or
+        attached (also after `detach`); return {"selected", "frozen", "frozen_changed": 0, "tensors"}."""
         from .errors import FishtuneError
 
         if self._engine is None or (model is not None and model is not self.model):
@@ -277,7 +300,8 @@ class FishMask:
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None) -> FishMask:
-        """A saved mask (also a `fishtune run` folder's mask.safetensors); with `model`, bound to it."""
+        """A saved mask (also a `fishtune run` folder's mask.safetensors). With `model`, checked against
+        it (names and shapes) and kept as the model `attach` binds to; nothing is bound yet."""
         from safetensors import safe_open
 
         from .methods import FactorPair
@@ -293,10 +317,9 @@ class FishMask:
         if meta.get("order"):
             mask = {n: mask[n] for n in meta["order"]}
         pairs = [FactorPair(**p) for p in meta.get("pairs", [])]
-        loaded = cls(mask, families=meta.get("families"), pairs=pairs, info=meta.get("info", {}))
         if model is not None:
-            loaded.bind(model)
-        return loaded
+            check_mask(model, mask)
+        return cls(mask, model=model, families=meta.get("families"), pairs=pairs, info=meta.get("info", {}))
 
 
 def _given_fisher(fisher: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -> dict[str, Tensor]:
@@ -320,17 +343,19 @@ def _metadata(raw: dict[str, str]) -> dict[str, Any]:
 
 
 def budget(total: int, *, keep: int | None, keep_ratio: float | None) -> int:
-    """k from `keep` or `keep_ratio` (exactly one), checked against the candidates."""
+    """k from `keep` or `keep_ratio` (exactly one; any integer / real but a bool), checked against
+    the candidates."""
     if (keep is None) == (keep_ratio is None):
         raise ConfigError("pass exactly one of keep= (entries) and keep_ratio= (share of the candidates)")
     if keep is not None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        k = as_int(keep)
+        if k is None or k < 1:
             raise ConfigError(f"keep must be a positive integer, got {keep!r}")
-        k = keep
     else:
-        if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
+        ratio = as_real(keep_ratio)
+        if ratio is None or not 0 < ratio <= 1:
             raise ConfigError(f"keep_ratio must be in (0, 1], got {keep_ratio!r}")
-        k = round(float(keep_ratio) * total)
+        k = round(ratio * total)
         if k < 1:
             raise ConfigError(f"keep_ratio {keep_ratio} of {total} candidate entries keeps none; raise it")
     if k > total:

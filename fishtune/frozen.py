@@ -16,8 +16,19 @@ the frozen entries after each optimizer step (a skipped step, e.g. AMP overflow,
 restores nothing). The restore is two `torch._foreach_*` calls over all masked tensors: no
 per-parameter Python loop and no host sync. It is exact: x * 1 + 0 == x and x * 0 + p0 == p0 bit
 for bit (for finite x). Tensors with no selected entry are frozen outright (requires_grad off, so
-no gradient and no optimizer update or state); tensors with every entry selected need nothing.
-`mask_grads` / `restore_frozen` are the two operations, callable by hand as well.
+no gradient and no optimizer update or state; `unbind` turns it back on); tensors with every entry
+selected need nothing. `mask_grads` / `restore_frozen` are the two operations, callable by hand as
+well.
+
+Distributed data parallel. A `DistributedDataParallel` wrapper records which parameters require
+grad when it is built, and with `find_unused_parameters=False` (its default, and transformers'
+when `ddp_find_unused_parameters` is unset) it fails on the second backward if one of them gets no
+gradient. A mask bound after the wrapping (always so in transformers' Trainer, which wraps the
+model before its callbacks' `on_train_begin`) must therefore not switch requires_grad off. So
+while `torch.distributed` is initialized, tensors with no selected entry are *held* instead: they
+keep requiring grad, the gradient hook zeroes their gradient, and the step hook copies their values
+back (`torch._foreach_copy_`). That costs their gradients and a copy of their values, and works
+whether the mask was bound before or after the wrapping.
 """
 
 from __future__ import annotations
@@ -31,54 +42,78 @@ from .errors import ConfigError
 
 
 class EntryMask:
-    """Applies a fixed per-entry mask to a model's parameters during training.
+    """A binding of a fixed per-entry mask to a model's parameters, for training.
 
-    Built on a model, it turns requires_grad off for tensors with no selected entry and records
-    p0 * (1 - M) for the partially masked ones (the values frozen entries are restored to). With
-    `snapshot=True` it also keeps a copy of the wholly frozen tensors on the CPU, so that
-    `frozen_changed` can audit them too.
+    Built on a model, it records p0 * (1 - M) for the partially masked tensors (the values their
+    frozen entries are restored to) and masks a gradient they already hold; tensors with no selected
+    entry lose a leftover gradient and get requires_grad off (held instead under torch.distributed:
+    module docstring). `unbind` removes the hooks and turns requires_grad back on where this binding
+    turned it off. A tensor with selected entries must require grad. With `snapshot=True` it also
+    keeps a copy of the wholly frozen tensors that are not held on the CPU, so that `frozen_changed`
+    can audit them too.
     """
 
     def __init__(self, model: nn.Module, mask: Mapping[str, Tensor], *, snapshot: bool = False):
-        params = dict(model.named_parameters())
-        unknown = sorted(set(mask) - set(params))
-        if unknown:
-            raise ConfigError(f"the mask names parameters the model does not have, e.g. {unknown[0]!r} "
-                              f"({len(unknown)} in all); was it built on another model?")
-        self.params: list[Tensor] = []
+        params = check_mask(model, mask)
+        names = sorted(mask)
+        idle = [n for n in names if not params[n].requires_grad and bool(mask[n].any())]
+        if idle:   # checked before anything is changed
+            raise ConfigError(f"parameter {idle[0]!r} has selected entries but does not require grad "
+                              f"({len(idle)} such tensors): make it trainable first; if another mask is "
+                              "attached to this model, detach() that one first")
+        hold = distributed()
+        self.params: list[Tensor] = []          # partially masked, with their keep masks and p0 * (1 - M)
         self.keep: list[Tensor] = []
         self.frozen_values: list[Tensor] = []
-        self.frozen_tensors: dict[str, Tensor] = {}   # wholly frozen: name -> CPU copy (snapshot only)
+        self.held: list[Tensor] = []            # nothing selected, held in place (distributed), with p0
+        self.held_values: list[Tensor] = []
+        self.switched_off: list[Tensor] = []    # nothing selected, requires_grad turned off here
+        self.frozen_tensors: dict[str, Tensor] = {}   # not held: name -> CPU copy (snapshot only)
+        self.layout = {n: (params[n].device, params[n].dtype) for n in names}   # when bound
+        self.bound = True
         self._handles: list = []
-        for name in sorted(mask):
-            p = params[name]
-            if tuple(mask[name].shape) != tuple(p.shape):
-                raise ConfigError(f"mask shape {tuple(mask[name].shape)} does not match parameter {name!r} "
-                                  f"{tuple(p.shape)}")
-            m = mask[name].to(p.device, torch.bool)
-            if not bool(m.any()):
-                p.requires_grad_(False)
-                if snapshot:
-                    self.frozen_tensors[name] = p.detach().to("cpu", copy=True)
-            elif not bool(m.all()):
-                keep = m.to(p.dtype)
-                self.params.append(p)
-                self.keep.append(keep)
-                self.frozen_values.append(p.detach() * (1 - keep))
+        with torch.no_grad():
+            for name in names:
+                p = params[name]
+                m = mask[name].to(p.device, torch.bool)
+                if not bool(m.any()):
+                    p.grad = None   # a leftover gradient would still be applied by the next step
+                    if hold and p.requires_grad:
+                        self.held.append(p)
+                        self.held_values.append(p.detach().clone())
+                        continue
+                    if p.requires_grad:
+                        p.requires_grad_(False)
+                        self.switched_off.append(p)
+                    if snapshot:
+                        self.frozen_tensors[name] = p.detach().to("cpu", copy=True)
+                elif not bool(m.all()):
+                    keep = m.to(p.dtype)
+                    if p.grad is not None:
+                        p.grad.mul_(keep)
+                    self.params.append(p)
+                    self.keep.append(keep)
+                    self.frozen_values.append(p.detach() * (1 - keep))
         self._model_params = params
 
     def mask_grads(self) -> None:
-        """g <- g * M for every partially masked tensor (what the gradient hooks do, all at once)."""
+        """g <- g * M for every partially masked tensor, g <- 0 for the held ones (what the gradient
+        hooks do, all at once)."""
         grads = [p.grad for p in self.params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, [k for p, k in zip(self.params, self.keep) if p.grad is not None])
+        held = [p.grad for p in self.held if p.grad is not None]
+        if held:
+            torch._foreach_zero_(held)
 
     @torch.no_grad()
     def restore_frozen(self) -> None:
-        """p <- p * M + p0 * (1 - M) (call after the optimizer step)."""
+        """p <- p * M + p0 * (1 - M), and p <- p0 for the held tensors (call after the optimizer step)."""
         if self.params:
             torch._foreach_mul_(self.params, self.keep)
             torch._foreach_add_(self.params, self.frozen_values)
+        if self.held:
+            torch._foreach_copy_(self.held, self.held_values)
 
     # --- hooks ------------------------------------------------------------------------------------
 
@@ -93,9 +128,13 @@ class EntryMask:
         are unwrapped, so the restore follows the steps that really ran."""
         if self._handles:
             raise RuntimeError("this mask is already attached to an optimizer; detach() it first")
+        if not self.bound:
+            raise RuntimeError("this binding was undone (unbind); bind the mask again")
         inner = torch_optimizer(optimizer)
         for p, keep in zip(self.params, self.keep):
             self._handles.append(p.register_post_accumulate_grad_hook(_grad_masker(keep)))
+        for p in self.held:
+            self._handles.append(p.register_post_accumulate_grad_hook(_grad_zeroer))
         self._handles.append(inner.register_step_post_hook(lambda _opt, _args, _kwargs: self.restore_frozen()))
         return self
 
@@ -105,22 +144,40 @@ class EntryMask:
             handle.remove()
         self._handles = []
 
+    def unbind(self) -> None:
+        """Remove the hooks and turn requires_grad back on where binding turned it off. The frozen
+        values stay recorded, so `frozen_changed` still compares with them."""
+        self.detach()
+        for p in self.switched_off:
+            p.requires_grad_(True)
+        self.switched_off = []
+        self.bound = False
+
     # --- audit ------------------------------------------------------------------------------------
 
     def frozen_changed(self) -> int:
-        """Frozen entries whose bits differ from the values they had when the mask was built: those of
-        the partially masked tensors, and (with `snapshot=True`) of the wholly frozen ones."""
+        """Frozen entries whose bits differ from the values they had when the mask was bound: those of
+        the partially masked tensors, the held ones, and (with `snapshot=True`) the other wholly
+        frozen ones.
+        A ConfigError if a parameter was moved or converted since (its values cannot be compared)."""
+        for name, (device, dtype) in self.layout.items():
+            p = self._model_params[name]
+            if (p.device, p.dtype) != (device, dtype):
+                raise ConfigError(f"parameter {name!r} is {p.dtype} on {p.device} now, {dtype} on {device} when the "
+                                  "mask was bound: move or convert the model before attaching the mask")
         changed = 0
         for p, keep, frozen in zip(self.params, self.keep, self.frozen_values):
             differs = _bits(p.detach()) != _bits(frozen)
             changed += int((differs & (keep == 0)).sum())
+        for p, before in zip(self.held, self.held_values):
+            changed += int((_bits(p.detach()) != _bits(before)).sum())
         for name, before in self.frozen_tensors.items():
             changed += int((_bits(self._model_params[name].detach().cpu()) != _bits(before)).sum())
         return changed
 
     def storage_bytes(self) -> int:
         """Extra memory the mask costs during training (masks and frozen values)."""
-        return sum(t.numel() * t.element_size() for t in self.keep + self.frozen_values)
+        return sum(t.numel() * t.element_size() for t in self.keep + self.frozen_values + self.held_values)
 
 
 def torch_optimizer(optimizer) -> torch.optim.Optimizer:
@@ -138,6 +195,30 @@ def _is_plain_optimizer(obj) -> bool:
     """A torch optimizer that is not a wrapper around another one."""
     return isinstance(obj, torch.optim.Optimizer) and not isinstance(getattr(obj, "optimizer", None),
                                                                        torch.optim.Optimizer)
+
+
+def check_mask(model: nn.Module, mask: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """`model`'s named parameters, after checking that `mask` names some of them, with their shapes."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(mask) - set(params))
+    if unknown:
+        raise ConfigError(f"the mask names parameters the model does not have, e.g. {unknown[0]!r} "
+                          f"({len(unknown)} in all); was it built on another model?")
+    for name, m in mask.items():
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise ConfigError(f"mask shape {tuple(m.shape)} does not match parameter {name!r} "
+                              f"{tuple(params[name].shape)}")
+    return params
+
+
+def distributed() -> bool:
+    """Whether torch.distributed is initialized: the model may be wrapped in DDP (module docstring)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _grad_zeroer(p: Tensor) -> None:
+    if p.grad is not None:
+        p.grad.zero_()
 
 
 def _grad_masker(keep: Tensor):

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
+from .masking import as_int
 
 
 class Pair(Protocol):
@@ -78,8 +79,10 @@ def select_live(scores: Mapping[str, Tensor], *, keep: int, strategy: str, seed:
     sizes = [scores[n].numel() for n in names]
     offsets = dict(zip(names, np.cumsum([0, *sizes[:-1]]).tolist()))
     total = sum(sizes)
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 < keep <= total:
+    k = as_int(keep)
+    if k is None or not 0 < k <= total:
         raise ConfigError(f"mask keep must be an integer in [1, {total}] (the entries scored), got {keep!r}")
+    keep = k
     flat = torch.cat([scores[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
     if strategy == "random":
         order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))

@@ -21,8 +21,11 @@ which makes the two masks disjoint whenever 2k <= N, ties or not.
 from __future__ import annotations
 
 import logging
+import numbers
+import operator
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,8 +53,10 @@ def select_mask(
     names = sorted(scores)
     sizes = [scores[n].numel() for n in names]
     total = sum(sizes)
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 < keep <= total:
+    k = as_int(keep)
+    if k is None or not 0 < k <= total:
         raise ConfigError(f"mask keep must be an integer in [1, {total}] (the entries scored), got {keep!r}")
+    keep = k
     flat = torch.cat([scores[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
     if strategy != "random" and not torch.isfinite(flat).all():
         raise ConfigError("mask scores contain NaN or infinite values")
@@ -65,6 +70,29 @@ def select_mask(
             part[_choose(part_scores, quota, strategy, generator)] = True  # `part` is a view of `chosen`
     masks = dict(zip(names, (c.reshape(scores[n].shape) for n, c in zip(names, chosen.split(sizes)))))
     return {n: masks[n] for n in scores}
+
+
+def as_int(value: object) -> int | None:
+    """`value` as an int if it is an integer (anything `operator.index` takes: int, a NumPy integer,
+    an integer 0-d tensor) and not a bool; else None."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def as_real(value: object) -> float | None:
+    """`value` as a float if it is a real number (`numbers.Real`: int, float, NumPy scalars; or a
+    real 0-d tensor) and not a bool; else None."""
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.dtype == torch.bool or value.is_complex():
+            return None
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
 
 
 def _choose(flat: Tensor, k: int, strategy: str, generator: torch.Generator) -> Tensor:
@@ -122,6 +150,10 @@ def mask_stats(mask: Mapping[str, Tensor], scores: Mapping[str, Tensor] | None =
     ``threshold_ties``: entries outside the mask whose score equals the boundary score (the k-th kept
     one), and ``zero_score_selected``: kept entries whose score is exactly 0.
     """
+    uncovered = [n for n in mask if families is not None and n not in families]
+    if uncovered:
+        raise ConfigError(f"mask_stats: families name no family for {uncovered[0]!r} ({len(uncovered)} "
+                          "parameters in all); give every masked parameter one")
     by_family: dict[str, dict[str, float]] = {}
     for name, m in mask.items():
         fam = by_family.setdefault(families[name] if families is not None else "all", {"selected": 0, "total": 0})

@@ -123,8 +123,8 @@ class Trainer:
         optimizer = make_optimizer(self.params, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay), device=self.device)
         scheduler = linear_schedule(optimizer, warmup_steps=round(cfg.warmup_ratio * total), total_steps=total)
         progress = Progress()
-        # Attached before a checkpoint is loaded: the frozen values were recorded when the mask was
-        # bound, and a checkpoint holds exactly those at every frozen entry.
+        # Attached before a checkpoint is loaded: attaching records the frozen values the steps
+        # restore, and a checkpoint holds exactly those at every frozen entry.
         if self.entry_mask is not None:
             self.entry_mask.attach(optimizer)
         try:

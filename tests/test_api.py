@@ -284,6 +284,194 @@ def test_wrong_inputs_give_one_clear_error() -> None:
         FishMask.from_fisher(frozen, _batches(), keep=10)
 
 
+# --- binding: requires_grad, leftover gradients, the model changing, DDP ---------------------------
+
+
+def _requires_grad(model) -> dict[str, bool]:
+    return {n: p.requires_grad for n, p in model.named_parameters()}
+
+
+def test_detach_gives_requires_grad_back_so_a_second_mask_sees_every_candidate() -> None:
+    """Binding switches requires_grad off where nothing is selected; detach (and a rebind) undoes
+    it, so a second mask on the model, `fisher=` reuse and another binding all see every candidate."""
+    from fishtune import FishMask
+    from fishtune.masking import select_mask
+
+    model = _bert()   # full fine-tuning: with keep=200 most tensors have nothing selected
+    flags = _requires_grad(model)
+    first = FishMask.from_fisher(model, _batches(), keep=200, num_samples=8)
+    first.bind(model).bind(model)   # a rebind undoes the first binding before making its own
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first.attach(opt)
+    assert sum(not p.requires_grad for p in model.parameters()) > 20
+    params = dict(model.named_parameters())
+    other = FishMask(select_mask({n: torch.rand(params[n].shape) for n in first.mask}, keep=5_000,
+                                 strategy="fish"), model=model)
+    with pytest.raises(ConfigError, match="does not require grad.*detach"):
+        other.attach(opt)   # the first mask still holds those tensors; nothing was changed
+    assert first.attached and not all(_requires_grad(model).values())
+    first.detach()
+    assert _requires_grad(model) == flags
+    again = FishMask.from_fisher(model, _batches(), keep=200, num_samples=8)
+    assert list(again.mask) == list(first.mask) and again.total == first.total
+    FishMask.from_fisher(model, None, keep=200, strategy="reverse", fisher=first.scores)
+    other.attach(opt)
+    _train(model, opt, _batches(), steps=2)
+    assert other.verify(model)["frozen_changed"] == 0
+    other.detach()
+    assert _requires_grad(model) == flags
+
+
+def test_a_leftover_gradient_is_not_applied_to_frozen_entries() -> None:
+    """A gradient from before binding (a sanity-check backward, accumulation) is dropped where
+    nothing is selected and masked elsewhere, so the next step cannot move a frozen entry."""
+    from fishtune import FishMask
+
+    model = _bert()
+    model(**_batches()[0]).loss.backward()
+    mask = FishMask.from_fisher(model, keep=200, strategy="random")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    mask.attach(opt)
+    params = dict(model.named_parameters())
+    assert all(params[n].grad is None for n, m in mask.mask.items() if not m.any())
+    assert all(not params[n].grad[~m].any() for n, m in mask.mask.items() if m.any())
+    opt.step()
+    assert mask.verify(model)["frozen_changed"] == 0
+
+
+def test_attach_holds_the_values_the_model_has_when_attached(tmp_path: Path) -> None:
+    """A mask loaded for a model (or bound to it) and then attached after the model was loaded or
+    converted in place holds the frozen entries at the new values; converting after attaching is
+    reported, not audited wrongly."""
+    from fishtune import FishMask
+
+    model = _lora(_bert())
+    FishMask.from_fisher(model, keep_ratio=0.5, strategy="random").save(tmp_path / "m.safetensors")
+    mask = FishMask.load(tmp_path / "m.safetensors", model)
+    mask.bind(model)
+    g = torch.Generator().manual_seed(5)
+    state = {n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters() if "lora_" in n}
+    model.load_state_dict(state, strict=False)   # in place: the same Parameter objects
+    batches = _batches(8)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    mask.attach(opt)
+    _train(model, opt, batches, steps=3)
+    assert _frozen_changed(model, state, mask.mask) == 0 < _moved(model, state, mask.mask)
+    assert mask.verify(model)["frozen_changed"] == 0
+
+    mask.detach()
+    model.to(torch.float64)
+    values = _snapshot(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    mask.attach(opt)
+    _train(model, opt, batches, steps=2)
+    assert mask.verify(model)["frozen_changed"] == 0 == _frozen_changed(model, values, mask.mask)
+    model.to(torch.float32)
+    with pytest.raises(ConfigError, match="float32 on cpu now, torch.float64.*before attaching"):
+        mask.verify(model)
+    with pytest.raises(ConfigError, match="names parameters the model does not have"):
+        FishMask.load(tmp_path / "m.safetensors", _bert())
+
+
+def test_ddp_without_find_unused_parameters(tmp_path: Path) -> None:
+    """DistributedDataParallel (gloo, one process) wrapped before the mask is attached, as
+    transformers' Trainer does, with find_unused_parameters=False: the tensors with nothing
+    selected keep requiring grad (DDP expects their gradients) and are held in place."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from fishtune import FishMask
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = _bert()
+        mask = FishMask.from_fisher(model, keep=200, strategy="random")
+        initial = _snapshot(model)
+        ddp = DistributedDataParallel(model, find_unused_parameters=False)
+        opt = torch.optim.AdamW(ddp.parameters(), lr=1e-2, weight_decay=0.1)
+        mask.attach(opt, model)
+        _train(ddp, opt, _batches(), steps=3)   # DDP's reducer fails at the second step if a tensor left training
+        assert all(p.requires_grad for p in model.parameters())
+        assert mask.verify(model)["frozen_changed"] == 0
+        assert _frozen_changed(model, initial, mask.mask) == 0 < _moved(model, initial, mask.mask)
+        mask.detach()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_trainer_train_twice_keeps_the_mask_of_the_first_call(tmp_path: Path) -> None:
+    """A second `trainer.train()` (not a resume) keeps the callback's mask over every candidate,
+    and leaves the saved file and the model's requires_grad flags as they were."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from fishtune import FishCallback
+
+    g = torch.Generator().manual_seed(0)
+    dataset = Dataset.from_dict({"input_ids": torch.randint(1, 100, (16, 10), generator=g).tolist(),
+                                 "attention_mask": [[1] * 10] * 16,
+                                 "labels": torch.randint(0, 2, (16,), generator=g).tolist()})
+    model = _bert()
+    flags = _requires_grad(model)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3,
+                             report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True)
+    callback = FishCallback(keep_ratio=0.01, num_samples=8)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback],
+                      data_collator=lambda rows: {k: torch.tensor([r[k] for r in rows]) for k in rows[0]})
+    trainer.train()
+    first, saved = callback.mask, (tmp_path / "fish_mask.safetensors").read_bytes()
+    assert _requires_grad(model) == flags
+    trainer.train()
+    assert callback.mask is first and first.total == sum(p.numel() for n, p in model.named_parameters()
+                                                         if not n.startswith("classifier."))
+    assert (tmp_path / "fish_mask.safetensors").read_bytes() == saved
+    assert callback.audit["frozen_changed"] == 0 and _requires_grad(model) == flags
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+def test_numpy_and_tensor_numbers_and_a_single_parameter_name() -> None:
+    import numpy as np
+
+    from fishtune import FishMask
+    from fishtune.live import select_live
+    from fishtune.masking import select_mask
+
+    model = _lora(_bert())
+    lora = [n for n, _ in model.named_parameters() if "lora_" in n]
+    total = sum(p.numel() for n, p in model.named_parameters() if n in lora)
+    for keep, keep_ratio, k in ((np.int64(512), None, 512), (torch.tensor(100), None, 100),
+                                (None, np.float32(0.5), total // 2), (None, torch.tensor(0.25), total // 4)):
+        mask = FishMask.from_fisher(model, keep=keep, keep_ratio=keep_ratio, strategy="random",
+                                    warmup_steps=np.int64(3), num_samples=np.int32(8))
+        assert mask.selected == k and type(mask.info["keep"]) is int
+    for keep in (True, np.True_, torch.tensor(True), 2.0, torch.tensor(3.0)):
+        with pytest.raises(ConfigError, match="keep must be a positive integer"):
+            FishMask.from_fisher(model, keep=keep, strategy="random")
+    with pytest.raises(ConfigError, match="keep_ratio must be in"):
+        FishMask.from_fisher(model, keep_ratio=True, strategy="random")
+    scores = {n: torch.rand(p.shape) for n, p in model.named_parameters() if n in lora}
+    assert sum(int(m.sum()) for m in select_mask(scores, keep=np.int64(7), strategy="fish").values()) == 7
+    assert sum(int(m.sum()) for m in select_live(scores, keep=np.int64(7), strategy="fish", seed=0, pairs=[],
+                                                 initial=scores).values()) == 7
+
+    one = FishMask.from_fisher(model, keep=10, strategy="random", params=lora[0])   # one name, not its letters
+    assert list(one.mask) == [lora[0]]
+
+
+def test_partial_families_override_the_detected_ones() -> None:
+    from fishtune import FishMask
+
+    model = _lora(_bert())
+    lora = [n for n, _ in model.named_parameters() if "lora_" in n]
+    mask = FishMask.from_fisher(model, keep=10, strategy="random", families={lora[0]: "mine"})
+    assert mask.families[lora[0]] == "mine" and mask.families[lora[1]] == "lora_B"
+    assert mask.stats["by_family"]["mine"]["total"] == mask.mask[lora[0]].numel()
+    with pytest.raises(ConfigError, match="no family for"):
+        FishMask(mask.mask, families={lora[0]: "mine"}).stats
+
+
 # --- the same mask as `fishtune run` --------------------------------------------------------------
 
 
