@@ -36,8 +36,9 @@ Distributed (torchrun, DDP). The Trainer wraps the model in DistributedDataParal
 `on_train_begin`, so the mask is bound after the wrapping: while torch.distributed is initialized
 the parameters with nothing selected keep requiring grad and are held in place by the hooks
 (`fishtune.frozen`), and `ddp_find_unused_parameters=False` works. Each process computes its own
-mask, from the same seeded sample of the training set (identical masks as long as the Fisher is
-computed deterministically); `mask=` passes every process the same one.
+mask, from the same seeded sample of the training set, then takes rank 0's (`rank0_mask`): a
+non-deterministic kernel can flip a near-tie between processes, and differing masks would let the
+replicas drift apart. `mask=` passes every process the same one.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class FishCallback(TrainerCallback):
         elif self.mask is not None and self.mask.model is model:
             log.info("FishCallback: train() again on the same model: keeping the mask computed the first time")
         else:
-            self.mask = self._compute(args, model, train_dataloader)
+            self.mask = rank0_mask(self._compute(args, model, train_dataloader), model)
             if self.save and args.should_save:
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 self.mask.save(saved)
@@ -123,6 +124,29 @@ class FishCallback(TrainerCallback):
         lr = args.learning_rate if self.warmup_lr is None else self.warmup_lr
         return FishMask.from_fisher(model, batches, warmup_lr=float(lr), seed=int(seed),
                                     autocast=bool(getattr(args, "bf16", False)), **self.options)
+
+
+def rank0_mask(mask: FishMask, model: torch.nn.Module) -> FishMask:
+    """`mask` with the entries of rank 0's, under torch.distributed with several processes (each
+    rank broadcasts its tensors in name order; a rank whose own mask differed logs how many entries
+    it took). Alone, or without torch.distributed, `mask` as it is."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return mask
+    on_gpu = dist.get_backend() == "nccl"   # NCCL moves CUDA tensors only
+    device = next(model.parameters()).device if on_gpu else torch.device("cpu")
+    differ = 0
+    for name in sorted(mask.mask):
+        entries = mask.mask[name].to(device, torch.uint8)
+        dist.broadcast(entries, src=0)
+        theirs = entries.to("cpu", torch.bool)
+        differ += int((theirs != mask.mask[name]).sum())
+        mask.mask[name] = theirs
+    if differ:
+        log.warning("FishCallback: rank %d's own mask differed from rank 0's in %d entries (near-ties ordered "
+                    "differently); every rank trains with rank 0's", dist.get_rank(), differ)
+    return mask
 
 
 def _loader(train_dataloader, batch_size: int, seed: int):

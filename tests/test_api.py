@@ -710,3 +710,32 @@ def test_trainer_on_fishtune_batches_trains_exactly_as_fishtune(tmp_path: Path) 
     selected = sum(int(m.sum()) for m in mask.values())
     assert sum(int((ours[n] != initial[n])[mask[n]].sum()) for n in mask) > 0.9 * selected
     assert _frozen_changed(model, initial, mask) == 0
+
+
+RANK0_MASK = """
+import sys, torch, torch.distributed as dist
+from fishtune import FishMask
+from fishtune.callback import rank0_mask
+rank = int(sys.argv[2])
+dist.init_process_group("gloo", store=dist.FileStore(sys.argv[1], 2), rank=rank, world_size=2)
+model = torch.nn.Linear(4, 3)
+own = {"weight": torch.arange(12).reshape(3, 4) % (2 + rank) == 0, "bias": torch.tensor([True, rank == 1, False])}
+mask = rank0_mask(FishMask(own, model=model), model)
+print(mask.mask["weight"].flatten().int().tolist(), mask.mask["bias"].int().tolist(), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_every_rank_trains_with_rank_0s_mask(tmp_path: Path) -> None:
+    # masks computed apart can differ on a near-tie (a non-deterministic kernel); DDP replicas with
+    # different masks would drift apart, so the callback gives every rank rank 0's
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", RANK0_MASK, str(tmp_path / "store"), str(rank)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    rank0 = [int(i % 2 == 0) for i in range(12)], [1, 0, 0]
+    assert [o[0].strip() for o in outs] == [f"{rank0[0]} {rank0[1]}"] * 2
+    assert "rank 1's own mask differed from rank 0's in 7 entries" in outs[1][1]
