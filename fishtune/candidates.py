@@ -103,6 +103,15 @@ def structure(model: nn.Module, names: Sequence[str]) -> tuple[dict[str, str], l
                         families[name] = family
                 if a in wanted and b in wanted:
                     pairs.append(FactorPair(down=a, up=b))
+            # LoRA on an embedding: A (r, vocab) starts at zero and B (out, r) gets its gradient
+            # through A's rows, so A is the zero factor ("up") and B the one it silences ("down").
+            for adapter in getattr(module, "lora_embedding_A", {}):
+                a, b = f"{path}.lora_embedding_A.{adapter}", f"{path}.lora_embedding_B.{adapter}"
+                for name, family in ((a, "lora_embedding_A"), (b, "lora_embedding_B")):
+                    if name in wanted:
+                        families[name] = family
+                if a in wanted and b in wanted:
+                    pairs.append(FactorPair(down=b, up=a, down_transposed=True, up_transposed=True))
     if hasattr(model, "adapters_config"):
         from .methods._adapterhub import _groups
 

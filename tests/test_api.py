@@ -739,3 +739,21 @@ def test_every_rank_trains_with_rank_0s_mask(tmp_path: Path) -> None:
     rank0 = [int(i % 2 == 0) for i in range(12)], [1, 0, 0]
     assert [o[0].strip() for o in outs] == [f"{rank0[0]} {rank0[1]}"] * 2
     assert "rank 1's own mask differed from rank 0's in 7 entries" in outs[1][1]
+
+
+def test_lora_on_an_embedding_is_a_zero_factor_pair() -> None:
+    # PEFT starts an embedding's lora_embedding_A at zero (a Linear's lora_B): B's Fisher is 0 there
+    from peft import LoraConfig, get_peft_model
+
+    from fishtune import FishMask
+    from fishtune.candidates import candidates, structure, zero_factor
+
+    model = get_peft_model(_bert(), LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["word_embeddings", "query"]))
+    prefix = "base_model.model.bert.embeddings.word_embeddings"
+    a, b = f"{prefix}.lora_embedding_A.default", f"{prefix}.lora_embedding_B.default"
+    families, pairs = structure(model, candidates(model))
+    assert (families[a], families[b]) == ("lora_embedding_A", "lora_embedding_B")
+    (pair,) = [p for p in pairs if p.up == a]
+    assert pair.down == b and zero_factor(dict(model.named_parameters()), [pair])
+    live = FishMask.from_fisher(model, _batches(), keep=100, fisher_at="init", live=True)
+    assert not live.mask[b].any() and live.selected == 100   # the budget goes to entries that can move
