@@ -57,15 +57,22 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     except Exception as err:  # a foreign or damaged file: say which, don't guess
         raise FishtuneError(f"cannot read checkpoint {path}: {err}; delete it or run with train.resume=false") from err
     params = {plain_name(n): p for n, p in model.named_parameters()}
-    missing = sorted(set(state["trainable"]) - set(params))
-    if missing:
-        raise FishtuneError(f"checkpoint {path} does not match the model (e.g. {missing[0]!r}); "
-                            "delete it or run with train.resume=false")
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    # Both ways: a trainable tensor the checkpoint lacks would resume from its initial values.
+    unmatched = sorted(set(state["trainable"]) ^ trainable) or \
+        sorted(n for n, v in state["trainable"].items() if tuple(v.shape) != tuple(params[n].shape))
+    if unmatched:
+        raise FishtuneError(f"checkpoint {path} does not match the model's trainable parameters (e.g. "
+                            f"{unmatched[0]!r}); delete it or run with train.resume=false")
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise FishtuneError(f"checkpoint {path}: its optimizer or scheduler state does not fit this run ({err}); "
+                            "delete it or run with train.resume=false") from err
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():

@@ -45,6 +45,24 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "c.pt", other, *_opt(other))
 
 
+def test_a_checkpoint_lacking_a_trainable_tensor_or_its_optimizer_state_is_a_clear_error(tmp_path: Path) -> None:
+    # resuming would leave that tensor at its initial values, silently
+    partly = _model(1)
+    partly[1].weight.requires_grad_(False)
+    save_checkpoint(tmp_path / "c.pt", partly, *_opt(partly), Progress())
+    model = _model(1)
+    with pytest.raises(FishtuneError, match=r"does not match the model's trainable parameters \(e.g. '1.weight'\)"):
+        load_checkpoint(tmp_path / "c.pt", model, *_opt(model))
+    wider = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 2))   # the same names, other shapes
+    wider[1].weight.requires_grad_(False)
+    with pytest.raises(FishtuneError, match=r"trainable parameters \(e.g. '0.bias'\)"):
+        load_checkpoint(tmp_path / "c.pt", wider, *_opt(wider))
+    model[1].weight.requires_grad_(False)
+    optimizer, scheduler = _opt(torch.nn.Linear(2, 2))   # another optimizer's parameter groups
+    with pytest.raises(FishtuneError, match="optimizer or scheduler state does not fit"):
+        load_checkpoint(tmp_path / "c.pt", model, optimizer, scheduler)
+
+
 def test_run_folder_depends_on_device_and_precision() -> None:
     from fishtune.config import run_dir
 
