@@ -5,8 +5,10 @@ the same warmed-up Fisher, so `fishtune run` estimates it once and keeps it in
 The key is a digest of everything that can change the estimate: the run's comparable config with
 the seed (`fishtune.config`), minus only the mask keys that choose entries *from* the Fisher
 (strategy, budget, scope, live), plus the data location, the SHA-256 of the fishtune source files
-this process imported (but the reporter, planner and benchmark: `provenance.NOT_TRAINING`), and
-the library versions. Anything else that differs (a training key that
+this process imported (but the reporter, planner and benchmark: `provenance.NOT_TRAINING`), the
+library versions, and what the estimate reads (`inputs_digest`): the model's parameter values and
+the training examples as token ids and labels, so an edited data file, another tokenizer or
+another revision of a Hub model misses too. Anything else that differs (a training key that
 cannot matter, a commit that did not touch the Fisher) gives another key: a miss costs one
 estimate, a wrong hit would cost a wrong mask. A file that cannot be read or does not fit the
 candidates is a miss too (named in the log, then overwritten). `mask.fisher_cache=false` turns it
@@ -15,16 +17,19 @@ off; the run record says which way its Fisher came (`mask_stats.fisher_cache`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
-from torch import Tensor
+from torch import Tensor, nn
 
 from .atomic import atomic_write
+from .batching import Encoded
 from .config import comparable_config, digest
 
 log = logging.getLogger(__name__)
@@ -41,8 +46,9 @@ class CachedFisher:
     meta: dict[str, Any]      # fisher_time_s, warmup_time_s, computed_by (the run folder that estimated it)
 
 
-def cache_key(cfg: DictConfig, runtime: dict[str, str]) -> str:
-    """16 hex digits naming the Fisher estimate `cfg` asks for (module docstring)."""
+def cache_key(cfg: DictConfig, runtime: dict[str, str], inputs: str | None = None) -> str:
+    """16 hex digits naming the Fisher estimate `cfg` asks for, of a model and data whose
+    `inputs_digest` is `inputs` (module docstring)."""
     from .provenance import TRAINING_SOURCE_SHA256
     from .record import library_versions
 
@@ -51,7 +57,21 @@ def cache_key(cfg: DictConfig, runtime: dict[str, str]) -> str:
         config.get("mask", {}).pop(key, None)
     data = {"dir": str(cfg.data.get("dir")), "source": str(cfg.data.get("source"))}
     return digest({"config": config, "data": data, "code": TRAINING_SOURCE_SHA256,
-                   "versions": library_versions()}, 16)
+                   "versions": library_versions(), "inputs": inputs}, 16)
+
+
+def inputs_digest(model: nn.Module, train: Encoded) -> str:
+    """SHA-256 of the model's parameters (names and bytes) and the training examples (token ids,
+    token types, labels): what the warm-up and the Fisher read besides the config. ~0.2 s for
+    MiniLM-L6 and SST-2's 10,000 examples on a CPU."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps([train.input_ids, train.token_type_ids], separators=(",", ":")).encode())
+    h.update(train.labels.numpy().tobytes())
+    return h.hexdigest()
 
 
 def cache_path(cfg: DictConfig, key: str) -> Path:
@@ -89,7 +109,7 @@ def save_cached(path: Path, scores: dict[str, Tensor], meta: dict[str, Any]) -> 
 
 
 def build_with_cache(cfg: DictConfig, runtime: dict[str, str], build, shapes: dict[str, tuple[int, ...]],
-                     folder: Path):
+                     folder: Path, inputs: str):
     """`build(fisher)` -> `MaskResult`, fed the cached Fisher when this run's key has one; otherwise
     built from a fresh estimate, whose scores are then cached. Returns the result and the record's
     `fisher_cache` entry: key, hit, and the estimate's own warm-up and Fisher seconds (on a hit,
@@ -98,7 +118,7 @@ def build_with_cache(cfg: DictConfig, runtime: dict[str, str], build, shapes: di
 
     if cfg.mask.strategy == "random" or not cfg.mask.get("fisher_cache", True):
         return build(None), None
-    key = cache_key(cfg, runtime)
+    key = cache_key(cfg, runtime, inputs)
     path = cache_path(cfg, key)
     cached = load_cached(path, shapes)
     if cached is not None:

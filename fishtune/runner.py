@@ -31,7 +31,7 @@ from .config import (check_train_size, comparable_config, comparison_digest, eff
                      resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, load_split
 from .errors import ConfigError, DivergedError, FishtuneError, Terminated
-from .fisher_cache import build_with_cache
+from .fisher_cache import build_with_cache, inputs_digest
 from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
@@ -348,7 +348,8 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
                           pairs=getattr(setup, "factor_pairs", ()), families=getattr(setup, "candidates", None))
 
     shapes = {n: tuple(params[n].shape) for n in setup.method_params}
-    result, cache = build_with_cache(cfg, resolved_runtime(cfg.train), build, shapes, folder)
+    result, cache = build_with_cache(cfg, resolved_runtime(cfg.train), build, shapes, folder,
+                                     inputs=inputs_digest(setup.model, train_data))
     # The mask's cost: the estimate's own seconds, also when this run read it from the cache.
     fisher_s, warmup_s = (cache["fisher_time_s"], cache["warmup_time_s"]) if cache else (result.fisher_time_s,
                                                                                         result.warmup_time_s)

@@ -77,3 +77,38 @@ def test_a_broken_cache_file_is_a_miss_and_is_replaced(run_cli, tmp_path: Path) 
     assert rev["status"] == "complete" and rev["mask_stats"]["fisher_cache"]["hit"] is False
     again = load_file(str(path))
     assert all(torch.equal(good[n], again[n]) for n in good)  # the same estimate, written back
+
+
+def test_data_edited_in_place_misses(run_cli, tmp_path: Path) -> None:
+    # the same data.dir, other examples: the key covers what the estimate reads, not only where from
+    import shutil
+
+    from conftest import GLUE
+
+    glue = tmp_path / "glue"
+    shutil.copytree(GLUE / "RTE", glue / "RTE")
+    assert run_cli(*CELL, "mask=fish", f"data.dir={glue}") == 0
+    train = glue / "RTE" / "train.tsv"
+    flipped = {"entailment": "not_entailment", "not_entailment": "entailment"}
+    lines = train.read_text(encoding="utf-8").splitlines()
+    train.write_text("\n".join([lines[0]] + [line.rsplit("\t", 1)[0] + "\t" + flipped[line.rsplit("\t", 1)[1]]
+                                             for line in lines[1:]]) + "\n", encoding="utf-8")
+    assert run_cli(*CELL, "mask=reverse", f"data.dir={glue}") == 0
+    assert [r["mask_stats"]["fisher_cache"]["hit"] for r in records(tmp_path / "runs")] == [False, False]
+    assert len(_cache_files(tmp_path / "runs")) == 2
+
+
+def test_inputs_digest_reads_the_model_and_the_examples() -> None:
+    from fishtune.batching import Encoded
+    from fishtune.fisher_cache import inputs_digest
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    data = Encoded([[101, 7, 102], [101, 9, 102]], None, torch.tensor([0, 1]))
+    before = inputs_digest(model, data)
+    assert inputs_digest(model, data) == before
+    assert inputs_digest(model, Encoded(data.input_ids, None, torch.tensor([1, 1]))) != before
+    assert inputs_digest(model, Encoded([[101, 8, 102], [101, 9, 102]], None, data.labels)) != before
+    with torch.no_grad():
+        model.bias[0] += 1
+    assert inputs_digest(model, data) != before
