@@ -173,7 +173,7 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
     }
     # A resumed run keeps what its earlier session recorded (mask stats, Fisher time, epochs), but
     # not how that session ended: that goes into its entry of `sessions`.
-    earlier = _earlier_sessions(existing) if resuming and existing else []
+    earlier = _earlier_sessions(existing, _session(fields)) if resuming and existing else []
     if resuming and existing:
         (folder / "traceback.txt").unlink(missing_ok=True)
         existing = {k: v for k, v in existing.items() if k not in ("error", "traceback", "finished_at")}
@@ -225,19 +225,21 @@ def _session(fields: dict) -> dict:
     return {**{k: fields[k] for k in _SESSION_KEYS}, "training_sha256": TRAINING_SOURCE_SHA256}
 
 
-def _earlier_sessions(existing: dict) -> list[dict]:
+def _earlier_sessions(existing: dict, this: dict) -> list[dict]:
     """The sessions of the record being resumed, the last one marked with how it ended. A record
-    older than `sessions` gives its top-level fields as its one session. A resume by other
-    training code is logged: the record then names both."""
+    older than `sessions` gives its top-level fields as its one session. Resuming with other
+    training code or another torch thread count (CPU kernels then sum in another order, so the run
+    is no longer bit-identical to an uninterrupted one) is logged; the record names both sessions."""
     sessions = [dict(s) for s in existing.get("sessions") or [{k: existing.get(k) for k in _SESSION_KEYS}]]
     # `running` here means its process died without saving an end (SIGKILL, power loss)
     sessions[-1]["ended"] = "killed" if existing.get("status") == "running" else existing.get("status")
     if existing.get("error"):
         sessions[-1]["error"] = existing["error"]
-    before = sessions[-1].get("training_sha256")
-    if before is not None and before != TRAINING_SOURCE_SHA256:
-        log.warning("resuming %s with other training code than its last session (training source %s, now %s); "
-                    "its record lists both sessions", existing.get("output_dir"), before[:12], TRAINING_SOURCE_SHA256[:12])
+    for key, what in (("training_sha256", "training code"), ("torch_threads", "torch thread count")):
+        before, now = sessions[-1].get(key), this[key]
+        if before is not None and before != now:
+            log.warning("resuming %s with another %s than its last session (%s, now %s); its record lists both "
+                        "sessions", existing.get("output_dir"), what, str(before)[:12], str(now)[:12])
     return sessions
 
 

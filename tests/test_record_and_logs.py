@@ -145,7 +145,7 @@ def test_a_run_process_has_imported_all_its_training_code_before_it_runs() -> No
     assert expected - loaded == set()
 
 
-def test_a_resumed_run_lists_its_sessions_and_drops_the_earlier_failure(tmp_path: Path, monkeypatch) -> None:
+def test_a_resumed_run_lists_its_sessions_and_drops_the_earlier_failure(tmp_path: Path, monkeypatch, capsys) -> None:
     import json
 
     from fishtune import train
@@ -166,7 +166,13 @@ def test_a_resumed_run_lists_its_sessions_and_drops_the_earlier_failure(tmp_path
     assert failed["status"] == "failed" and (tmp_path / "traceback.txt").exists()
 
     monkeypatch.setattr(train.Trainer, "_checkpoint", save)
-    assert main(args) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)   # a resume on another thread count is not bit-identical: said
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert f"another torch thread count than its last session ({threads}, now {threads + 1})" in capsys.readouterr().err
     rec = json.loads((tmp_path / "results.json").read_text())
     assert rec["status"] == "complete" and rec["resumed"] and [e["epoch"] for e in rec["epochs"]] == [1, 2]
     assert "error" not in rec and "traceback" not in rec and not (tmp_path / "traceback.txt").exists()
