@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +62,16 @@ def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedMod
         config_file = Path(source) / "config.json"
     else:
         source = str(model_cfg.hub_id)
+        if Path(source).exists():  # transformers would load that instead, ignoring the pinned revision
+            raise ModelLoadError(f"model {model_cfg.name!r}: a local {source!r} exists in the working directory "
+                                 f"({Path(source).resolve()}), which transformers would load instead of the Hub "
+                                 f"snapshot fishtune checks; run elsewhere, or load it with model.path=./{source}")
         try:
             config_file, pin = hub_config(source)
         except Exception as err:  # offline and not cached, unknown repo, network errors
             raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
     check_model_config(model_cfg.name, config_file)  # before any transformers call (model_guard.py)
+    _refuse_adapter_folder(model_cfg.name, source, pin)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **pin)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -76,6 +81,26 @@ def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedMod
         raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
     _ensure_pad_token(model, tokenizer)
     return LoadedModel(model, tokenizer, source, is_tiny=False)
+
+
+def _refuse_adapter_folder(name: str, source: str, pin: dict[str, str]) -> None:
+    """A source holding a PEFT `adapter_config.json` makes transformers load the base model it names
+    instead (a config the guard never read) with the adapter merged in: refuse it, naming the base."""
+    from transformers.utils import find_adapter_config_file
+
+    try:
+        found = find_adapter_config_file(source, revision=pin.get("revision"), cache_dir=pin.get("cache_dir"))
+    except Exception:  # noqa: BLE001 - cannot tell (offline, no such entry): from_pretrained reports the rest
+        found = None
+    if found is None:
+        return
+    try:
+        base = json.loads(Path(found).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    raise ModelLoadError(f"fishtune refuses model {name!r}: {source!r} holds a PEFT adapter ({found}; base model "
+                         f"{base!r}), which transformers would load in place of the model. fishtune adds its own "
+                         "method to a base model: point model.path= or model.hub_id= at the base model")
 
 
 def _head_kwargs(task: TaskSpec) -> dict:
@@ -120,9 +145,14 @@ def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 
 def _load_error(name: str, source: str, err: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    reason = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face Hub is unreachable or the name is wrong"
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if Path(source).is_dir():  # model.path or a package: the folder was found but does not load
+        return (f"cannot load model {name!r} from the folder {source!r} ({first_line[:160]}); it must be a saved "
+                "transformers model (config.json, weights, tokenizer files)")
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE  # HF_HUB_OFFLINE=1/true/yes, as huggingface_hub reads it
+    reason = "the Hub is offline (HF_HUB_OFFLINE)" if offline else "the Hugging Face Hub is unreachable or the name is wrong"
     return (
         f"cannot load model {name!r} from {source!r}: {reason} and no local copy was found "
         f"({first_line[:160]}). Download it once online, or point model.path=/local/folder at a saved copy."

@@ -172,3 +172,44 @@ def test_the_cli_refuses_with_one_line_and_writes_nothing(tmp_path: Path, monkey
     assert "Traceback" not in err
     assert not (tmp_path / "runs").exists()
     assert not list(tmp_path.rglob("results.json"))
+
+
+def test_a_local_folder_named_like_the_hub_id_is_refused(hub_cache: Path, tmp_path: Path, monkeypatch, spy) -> None:
+    # transformers would load ./clean/minilm (unchecked, revision ignored) instead of the snapshot
+    snapshot = cached_snapshot(hub_cache, "clean/minilm")
+    for file in package_model_dir(MINILM_PACKAGE).iterdir():
+        (snapshot / file.name).symlink_to(file)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(package_model_dir(MINILM_PACKAGE), tmp_path / "clean" / "minilm")
+    with pytest.raises(ModelLoadError, match=r"a local 'clean/minilm' exists .* model.path=./clean/minilm"):
+        load_model(model_cfg(hub_id="clean/minilm"), MRPC, seed=1)
+    assert spy == []
+
+
+def test_a_folder_holding_a_peft_adapter_is_refused(tmp_path: Path, spy) -> None:
+    # transformers would load the adapter's base model (a config the guard never read) instead
+    from peft import LoraConfig, get_peft_model
+
+    base = tmp_path / "base"
+    shutil.copytree(package_model_dir(MINILM_PACKAGE), base)
+    (base / "config.json").write_text(json.dumps({**json.loads((base / "config.json").read_text()),
+                                                 "auto_map": {"AutoModel": "evil.Model"}}))
+    folder = tmp_path / "with_adapter"
+    shutil.copytree(package_model_dir(MINILM_PACKAGE), folder)
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=2)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["query"])).save_pretrained(str(folder))
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**adapter, "base_model_name_or_path": str(base)}))
+    spy.clear()
+    with pytest.raises(ModelLoadError, match=rf"holds a PEFT adapter .*base model '{base}'.* at the base model"):
+        load_model(model_cfg(path=str(folder)), MRPC, seed=1)
+    assert spy == []
+
+
+def test_a_local_folder_that_does_not_load_is_not_blamed_on_the_hub(tmp_path: Path) -> None:
+    folder = tmp_path / "minilm"
+    shutil.copytree(package_model_dir(MINILM_PACKAGE), folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"from the folder .* must be a saved transformers model") as err:
+        load_model(model_cfg(path=str(folder)), MRPC, seed=1)
+    assert "Hub" not in str(err.value)
