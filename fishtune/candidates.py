@@ -1,7 +1,8 @@
 """Which parameters a FISH mask may select, and how they pair up.
 
 Candidates. By default every trainable parameter except the classifier head: the `classifier` /
-`score` module of a transformers model (with PEFT, its trainable `modules_to_save` copy), any PEFT
+`score` module of a transformers model and the new layer some add (DistilBERT's `pre_classifier`,
+DeBERTa's `pooler`: `methods.EXTRA_HEAD_MODULES`; with PEFT, their trainable `modules_to_save` copies), any PEFT
 `ModulesToSaveWrapper`, AdapterHub `heads.`; `head=` names others (parameter names or module
 paths), `params=` lists the candidates outright (for both, a single string is one name). Families
 (for the stats) and zero-initialised factor pairs (for `live` and the dead-entry stats,
@@ -52,11 +53,13 @@ def head_parameters(model: nn.Module, trainable: Sequence[str]) -> set[str]:
     """Trainable parameters of the recognised classifier head (module docstring)."""
     from transformers import PreTrainedModel
 
+    from .methods import extra_head_modules
+
     heads: set[str] = set()
     for path, module in model.named_modules():
         prefix = f"{path}." if path else ""
         if isinstance(module, PreTrainedModel):
-            for attr in ("classifier", "score"):
+            for attr in ("classifier", "score", *extra_head_modules(module)):
                 sub = getattr(module, attr, None)
                 if isinstance(sub, nn.Module):
                     heads.update(f"{prefix}{attr}.{n}" for n, _ in sub.named_parameters(remove_duplicate=False))

@@ -202,3 +202,34 @@ def test_cli_pair_runs_every_mask(run_cli, tmp_path: Path, method: str) -> None:
         if method != "full":   # full's masked cells match LoRA r=8 (+pair=lora), not dense fine-tuning
             assert t["peft_selected"] == vanilla["peft_total"], mask
         assert recs[mask]["mask_tag"].startswith(f"{mask}-match.")
+
+
+def _two_layer_head_models():
+    """Tiny DistilBERT and DeBERTa-v2 (which the model guard accepts): their classifiers add a new
+    layer besides `classifier` (`pre_classifier`, `pooler`), with their attention projections' names."""
+    from transformers import (DebertaV2Config, DebertaV2ForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    torch.manual_seed(0)
+    return {
+        "distilbert": (DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=2)), "pre_classifier", ["q_lin", "v_lin"]),
+        "deberta-v2": (DebertaV2ForSequenceClassification(DebertaV2Config(
+            vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            num_labels=2)), "pooler", ["query_proj", "value_proj"]),
+    }
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "adapter_pfeiffer", "full"])
+def test_a_classifier_with_two_new_layers_is_all_head(method: str) -> None:
+    # the extra layer is new (random): trained densely with `classifier`, never frozen or a candidate
+    from fishtune.candidates import candidates
+
+    for arch, (base, extra, targets) in _two_layer_head_models().items():
+        spec = {"config": method, "target_modules": targets} if method in ("lora", "dora") else method
+        setup = apply_method(copy.deepcopy(base), method_config(spec))
+        params = dict(setup.model.named_parameters())
+        extra_head = [n for n in setup.head if f"{extra}." in n]
+        assert len(extra_head) == 2 and all(params[n].requires_grad for n in setup.head), (arch, setup.head)
+        assert not any(f"{extra}." in n for n in setup.candidates), arch
+        assert not set(candidates(setup.model)) & set(setup.head), arch   # the public API agrees

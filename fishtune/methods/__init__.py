@@ -208,10 +208,27 @@ def classifier(model: nn.Module) -> tuple[str, nn.Module]:
                       "fishtune needs an HF *ForSequenceClassification model")
 
 
+# Newly initialised layers some HF classifiers have besides `classifier`, by `config.model_type`:
+# part of the head (trained densely, never mask candidates), as `classifier` is.
+EXTRA_HEAD_MODULES: dict[str, tuple[str, ...]] = {
+    "distilbert": ("pre_classifier",), "deberta": ("pooler",), "deberta-v2": ("pooler",)}
+
+
+def extra_head_modules(model: nn.Module) -> list[str]:
+    """The attributes of `model` among `EXTRA_HEAD_MODULES` for its model type."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return [a for a in EXTRA_HEAD_MODULES.get(model_type, ()) if isinstance(getattr(model, a, None), nn.Module)]
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """Attributes of `model` that make up its HF classification head: `classifier` (or `score`),
+    and the extra new layer of DistilBERT (`pre_classifier`) and DeBERTa (`pooler`)."""
+    return [*extra_head_modules(model), classifier(model)[0]]
+
+
 def head_names(model: nn.Module, prefix: str = "") -> list[str]:
-    """`named_parameters()` names of the HF classifier of `model` (found under `prefix`)."""
-    attr, module = classifier(model)
-    return [f"{prefix}{attr}.{n}" for n, _ in module.named_parameters()]
+    """`named_parameters()` names of the HF classification head of `model` (found under `prefix`)."""
+    return [f"{prefix}{attr}.{n}" for attr in head_modules(model) for n, _ in getattr(model, attr).named_parameters()]
 
 
 def count_for(model: nn.Module, method_cfg: DictConfig) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import FactorPair, Method, MethodSetup, classifier, integer, names, number, register
+from . import FactorPair, Method, MethodSetup, extra_head_modules, head_modules, integer, names, number, register
 
 LORA_KEYS = {"r": integer(1), "alpha": number(0), "scale": number(0), "dropout": number(0, inclusive=True, high=1),
              "target_modules": names()}
@@ -32,8 +32,9 @@ def apply_lora(model: nn.Module, cfg: DictConfig) -> MethodSetup:
         lora_dropout=float(cfg.dropout),
         target_modules=list(OmegaConf.to_container(cfg.target_modules)),
         use_dora=cfg.name == "dora",
+        modules_to_save=extra_head_modules(model) or None,   # SEQ_CLS adds `classifier`/`score` itself
     )
-    attr, _ = classifier(model)
+    attrs = head_modules(model)
     peft_model = get_peft_model(model, config)
     adapter = peft_model.active_adapter
     candidates: dict[str, str] = {}
@@ -46,10 +47,11 @@ def apply_lora(model: nn.Module, cfg: DictConfig) -> MethodSetup:
         pairs.append(FactorPair(down=a, up=b))
         if adapter in getattr(module, "lora_magnitude_vector", {}):
             candidates[f"{path}.lora_magnitude_vector.{adapter}.weight"] = "lora_magnitude"
-    wrapper = getattr(peft_model.base_model.model, attr)   # PEFT's ModulesToSaveWrapper
-    copy = wrapper.modules_to_save[adapter]
-    prefix = f"base_model.model.{attr}.modules_to_save.{adapter}."
-    head = [prefix + n for n, _ in copy.named_parameters()]
+    head = []
+    for attr in attrs:
+        wrapper = getattr(peft_model.base_model.model, attr)   # PEFT's ModulesToSaveWrapper
+        prefix = f"base_model.model.{attr}.modules_to_save.{adapter}."
+        head += [prefix + n for n, _ in wrapper.modules_to_save[adapter].named_parameters()]
     return MethodSetup(peft_model, candidates, head, factor_pairs=pairs)
 
 
