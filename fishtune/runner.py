@@ -40,7 +40,7 @@ from .models import load_model, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
-from .selection import MaskResult, build_mask, mask_budget, matched_budget
+from .selection import MaskResult, build_mask, mask_budget, matched_budget, pair_vanilla_method
 from .tasks import TaskSpec, get_task
 from .train import Trainer, predict, seed_everything
 
@@ -68,6 +68,7 @@ def glue_dir(cfg: DictConfig) -> Path:
 def run_experiment(cfg: DictConfig) -> dict:
     """Run (or resume, or skip if complete) the configured experiment; return its record."""
     validate(cfg)
+    vanilla = pair_vanilla_method(cfg)   # a pair's vanilla cell, which the masked cells match
     runtime = resolved_runtime(cfg.train)
     folder = run_dir(cfg, runtime=runtime)
     check_unlocked(folder)  # another live process writes there: stop now, touching nothing
@@ -86,7 +87,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     base = copy.deepcopy(loaded.model) if cfg.mask.name != "none" and cfg.mask.get("keep_match") is not None else None
     setup = apply_method(loaded.model, cfg.method)
     method_total, head_total = setup.count(setup.method_params), setup.count(setup.head_params)
-    matched = matched_budget(base, cfg.mask, own_dense=setup.count(setup.dense)) if base is not None else None
+    matched = matched_budget(base, cfg.mask, own_dense=setup.count(setup.dense),
+                             vanilla=vanilla) if base is not None else None
     del base
     keep = None if cfg.mask.name == "none" else mask_budget(cfg.mask, method_total=method_total, head_total=head_total,
                                                               matched=matched)

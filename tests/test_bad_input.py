@@ -52,6 +52,7 @@ CASES = [
     (["-m", "--cfg", "job"], ["Only one of"]),                      # Hydra's own argument check
     (["mask=fish", "mask.live=true", "mask.scope=per_tensor"], ["mask.live", "global"]),
     (["train.eval_subset_seed=x"], ["train.eval_subset_seed"]),
+    (["+pair=lora", "method.alpha=16", "mask=fish"], ["different LoRA scales", "method.scale=2"]),
 ]
 
 

@@ -73,3 +73,40 @@ def test_mask_keys_cannot_make_a_vanilla_cell_another_run() -> None:
     plain = config_digest(_valid("method=lora", "mask=none"))
     assert config_digest(_valid("method=lora", "mask=none", "+mask.fisher_at=init", "+mask.num_samples=8")) == plain
     assert config_digest(_valid("method=lora", "mask=fish")) != config_digest(_valid("method=lora", "mask=fish", "mask.fisher_at=init"))
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_the_masked_cells_know_their_vanilla_cell(pair: str) -> None:
+    from fishtune.selection import pair_vanilla_method
+
+    vanilla = _valid(f"+pair={pair}", "mask=none")
+    assert pair_vanilla_method(vanilla) is None
+    for mask in ("fish", "random", "reverse"):
+        found = pair_vanilla_method(_valid(f"+pair={pair}", f"mask={mask}"))
+        if pair == "full":   # the same method on both sides (masked at LoRA r=8's count)
+            assert found is None
+        else:
+            assert dict(found) == dict(vanilla.method)
+
+
+def test_a_method_override_on_a_pair_moves_the_matched_count_with_the_vanilla_cell(bases) -> None:
+    # `method.target_modules=...` changes both sides; the masks must match the vanilla cell as run,
+    # not the default lora config (which would give k = r=8 on query/value only)
+    from fishtune.selection import pair_vanilla_method
+
+    qkv = "method.target_modules=[query,key,value]"
+    vanilla, masked = (_valid("+pair=lora", "model=tiny-bert", qkv, f"mask={m}") for m in ("none", "fish"))
+    v = apply_method(copy.deepcopy(bases["tiny-bert"]), vanilla.method)
+    m = apply_method(copy.deepcopy(bases["tiny-bert"]), masked.method)
+    k = matched_budget(copy.deepcopy(bases["tiny-bert"]), masked.mask, own_dense=m.count(m.dense),
+                       vanilla=pair_vanilla_method(masked))
+    assert k == v.count(v.candidates) and m.count(m.candidates) == 2 * k
+
+
+def test_a_pair_with_a_fixed_alpha_is_refused_for_its_lora_scales() -> None:
+    from fishtune.errors import ConfigError
+    from fishtune.selection import pair_vanilla_method
+
+    with pytest.raises(ConfigError, match=r"alpha/r 2 vanilla, 1 masked.*set method.scale=2 instead"):
+        pair_vanilla_method(_valid("+pair=lora", "method.alpha=16", "mask=fish"))
+    assert pair_vanilla_method(_valid("+pair=lora", "method.scale=1", "mask=fish")).alpha == 8   # the way to do it
