@@ -7,6 +7,8 @@ Local files follow the GLUE download script: `<data_dir>/<glue_dir>/<split>.tsv`
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,16 @@ class Example:
     text_a: str
     text_b: str | None
     label: int | float
+
+
+def examples_digest(examples: list[Example]) -> str:
+    """16 hex digits of SHA-256 over the examples' texts and labels, in order: the same data read
+    from a TSV copy or the Hub gives the same digest, an edited file another."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.text_a, e.text_b, e.label], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
 from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
                      resolved_runtime, run_dir, validate)
-from .data import DEFAULT_GLUE_DIR, Example, load_split
+from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
 from .errors import ConfigError, DivergedError, FishtuneError, Terminated
 from .fisher_cache import build_with_cache, inputs_digest
 from .fishmask import FishMask
@@ -72,15 +72,16 @@ def run_experiment(cfg: DictConfig) -> dict:
     runtime = resolved_runtime(cfg.train)
     folder = run_dir(cfg, runtime=runtime)
     check_unlocked(folder)  # another live process writes there: stop now, touching nothing
-    existing = _read_own_record(cfg, runtime, folder)
+    task = get_task(cfg.task.name)
+    train_ex, eval_ex = _load_data(cfg, task)  # (seeded subsets: no global RNG) before a skip: it must be this data's
+    data = {"train": examples_digest(train_ex), **{s: examples_digest(ex) for s, ex in eval_ex.items()}}
+    existing = _read_own_record(cfg, runtime, folder, data)
     if existing and existing.get("status") == "complete" and cfg.train.resume:
         return _skipped(folder, existing)
 
-    task = get_task(cfg.task.name)
     reset_peak_memory()
     seed_everything(cfg.seed)
     device, autocast = pick_device(cfg.train)
-    train_ex, eval_ex = _load_data(cfg, task)
     loaded = load_model(cfg.model, task, seed=cfg.seed)
     model_total = sum(p.numel() for p in loaded.model.parameters())  # before the method adds anything
     # mask.keep_match: the matched method config is counted on a fresh copy of this very model.
@@ -94,10 +95,10 @@ def run_experiment(cfg: DictConfig) -> dict:
                                                               matched=matched)
 
     with RunFolderLock(folder), _sigterm_interrupts():  # one writer per run folder, first write to last
-        existing = _read_own_record(cfg, runtime, folder)  # as it is now that the folder is ours
+        existing = _read_own_record(cfg, runtime, folder, data)  # as it is now that the folder is ours
         if existing and existing.get("status") == "complete" and cfg.train.resume:
             return _skipped(folder, existing)
-        return _run_locked(cfg, runtime, folder, existing, task, loaded, setup, train_ex, eval_ex,
+        return _run_locked(cfg, runtime, folder, existing, data, task, loaded, setup, train_ex, eval_ex,
                            method_total, head_total, keep, device, autocast, backbone=model_total - head_total)
 
 
@@ -123,19 +124,26 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path) -> dict | None:
-    """The folder's record, refusing one of another configuration where resuming or skipping it
-    would credit it to this command. Only an explicit `output_dir` can hold one: a folder fishtune
-    names carries the digest of its config. Records older than the `comparison` digest pass."""
+def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, data: dict[str, str]) -> dict | None:
+    """The folder's record, refusing one that resuming or skipping would credit to this command:
+    one of another configuration (only an explicit `output_dir` can hold one: a folder fishtune
+    names carries its config's digest), or a run on other data (`data_sha256`: the data files
+    changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere).
+    Records older than either digest pass that check."""
     existing = read_record(folder / RECORD_NAME)
-    if not (existing and cfg.get("output_dir") and cfg.train.resume):
+    if not (existing and cfg.train.resume):
         return existing
     theirs = ((existing.get("comparison") or {}).get("digest"), existing.get("seed"))
     ours = (comparison_digest(cfg, runtime=runtime), int(cfg.seed))
-    if theirs[0] is not None and theirs != ours:
+    if cfg.get("output_dir") and theirs[0] is not None and theirs != ours:
         raise ConfigError(f"output_dir {folder} holds a run of another configuration (seed {theirs[1]}, config "
                           f"digest {theirs[0]}; this command: seed {ours[1]}, digest {ours[0]}); choose another "
                           "output_dir, or pass train.resume=false to replace that run")
+    if existing.get("data_sha256") not in (None, data):
+        raise ConfigError(f"{folder} holds a run on other data than this command reads (example digests "
+                          f"{existing['data_sha256']}, now {data}): the data changed, or data.dir/data.source "
+                          "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "
+                          "replace that run")
     return existing
 
 
@@ -144,7 +152,8 @@ def _skipped(folder: Path, existing: dict) -> dict:
     return {**existing, "status": "skipped"}
 
 
-def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing: dict | None, task: TaskSpec,
+def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing: dict | None,
+                data: dict[str, str], task: TaskSpec,
                 loaded, setup: MethodSetup, train_ex, eval_ex, method_total: int, head_total: int,
                 keep: int | None, device: torch.device, autocast: bool, backbone: int) -> dict:
     """Everything that writes into the run folder (the caller holds its lock)."""
@@ -169,7 +178,7 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
                       "by_family": _family_totals(setup)},
         "padding_sensitive": setup.padding_sensitive,
         "output_dir": str(folder), "config": "config.yaml", "started_at": now(),
-        "resumed": resuming, **environment(device), "precision": runtime["precision"],
+        "resumed": resuming, **environment(device), "precision": runtime["precision"], "data_sha256": data,
         "comparison": {"digest": comparison_digest(cfg, runtime=runtime),
                        "config": flatten(comparable_config(cfg, runtime=runtime))},
     }

@@ -145,3 +145,24 @@ def test_an_output_dir_holding_another_configs_run_is_refused_untouched(run_cli,
     assert run_cli("seed=2", "train.resume=false", f"output_dir={folder}") == 0  # replacing it is explicit
     (rec,) = records(folder)
     assert rec["seed"] == 2 and rec["status"] == "complete"
+
+
+def test_a_complete_run_on_other_data_is_not_skipped_as_this_ones(run_cli, tmp_path: Path, capsys) -> None:
+    # data.dir does not name the run folder: a rerun reading other examples must not reuse the record
+    glue = _glue_copy(tmp_path, "SST-2")
+    assert run_cli("task=sst2", f"data.dir={glue}") == 0
+    (rec,) = records(tmp_path / "runs")
+    assert set(rec["data_sha256"]) == {"train", "dev"}
+    train = glue / "SST-2" / "train.tsv"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    train.write_text("\n".join([lines[0]] + [f"{line[:-1]}{1 - int(line[-1])}" for line in lines[1:]]) + "\n",
+                     encoding="utf-8")
+    capsys.readouterr()
+    assert run_cli("task=sst2", f"data.dir={glue}") == 1
+    err = capsys.readouterr().err
+    assert "holds a run on other data than this command reads" in err and "Traceback" not in err
+    assert records(tmp_path / "runs") == [rec]
+    assert run_cli("task=sst2", f"data.dir={glue}", "train.resume=false") == 0
+    (again,) = records(tmp_path / "runs")
+    assert again["data_sha256"]["train"] != rec["data_sha256"]["train"]
+    assert again["data_sha256"]["dev"] == rec["data_sha256"]["dev"]
