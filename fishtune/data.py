@@ -60,6 +60,7 @@ class _LocalFormat:
     label_column: str
     label_values: tuple[str, ...]
     fixed_columns: tuple[str, ...] | None = None
+    score_range: tuple[float, float] = (0.0, 5.0)   # a float score's scale (STS-B's similarity)
 
 
 _BINARY = ("0", "1")
@@ -138,27 +139,39 @@ def _load_local(task: TaskSpec, split: str, path: Path) -> list[Example]:
             f"or use data.source=hub when online."
         )
     fmt = _LOCAL_FORMATS[task.name]
+    rows = _TsvRows(path, has_header=fmt.fixed_columns is None)
     try:
-        examples = _parse_rows(fmt, path, _read_rows(path, has_header=fmt.fixed_columns is None))
+        examples = _parse_rows(fmt, path, iter(rows))
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not valid UTF-8 text ({err.reason} at byte {err.start})") from err
+    except csv.Error as err:  # e.g. a field over the csv module's size limit
+        raise DataError(f"{path}, line {rows.line}: not a GLUE TSV row ({err})") from err
     if not examples:
         raise DataError(f"{path}: no data rows (empty split)")
     return examples
 
 
-def _read_rows(path: Path, *, has_header: bool) -> Iterator[tuple[int, list[str]]]:
-    """Yield (1-based line number, fields); the header (if any) comes first, as line 1.
+class _TsvRows:
+    """Iterate (1-based line number, fields); the header (if any) comes first, as line 1. `line` is
+    the line being read (for an error the csv module raises mid-row).
 
     Bare `"` is ordinary text in GLUE, so quoting is off; a leading BOM is dropped.
     """
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if has_header:
-            yield 1, next(reader, [])
-        for row in reader:
-            if row:
-                yield reader.line_num, row
+
+    def __init__(self, path: Path, *, has_header: bool):
+        self.path, self.has_header, self.line = path, has_header, 1
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        with self.path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if self.has_header:
+                header = next(reader, [])
+                self.line = reader.line_num + 1
+                yield 1, header
+            for row in reader:
+                self.line = reader.line_num + 1
+                if row:
+                    yield reader.line_num, row
 
 
 def _parse_rows(fmt: _LocalFormat, path: Path, rows: Iterator[tuple[int, list[str]]]) -> list[Example]:
@@ -198,9 +211,13 @@ def _parse_label(fmt: _LocalFormat, value: str, path: Path, line: int) -> int | 
     value = value.strip()
     if not fmt.label_values:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
             raise DataError(f"{path}, line {line}: score {value!r} is not a number") from None
+        low, high = fmt.score_range
+        if not low <= score <= high:   # also NaN and inf, which float() reads
+            raise DataError(f"{path}, line {line}: score {value!r} is outside [{low:g}, {high:g}]")
+        return score
     if value not in fmt.label_values:
         raise DataError(f"{path}, line {line}: unknown label {value!r}; valid labels: {', '.join(fmt.label_values)}")
     return fmt.label_values.index(value)

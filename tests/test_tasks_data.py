@@ -270,6 +270,22 @@ def test_non_float_score(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("score", ["nan", "inf", "5.5", "-0.1"])
+def test_a_score_off_the_sts_scale_is_refused(tmp_path: Path, score: str) -> None:
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    write_tsv(tmp_path / "STS-B" / "dev.tsv", [header, "0\tg\tf\ty\t0\tn\tn\ta\tb\t3.2", f"1\tg\tf\ty\t0\tn\tn\ta\tb\t{score}"])
+    with pytest.raises(DataError, match=rf"line 3: score '{score}' is outside \[0, 5\]"):
+        load_split(get_task("stsb"), "dev", data_dir=tmp_path)
+
+
+def test_a_row_the_csv_module_cannot_read_is_a_data_error(tmp_path: Path) -> None:
+    huge = "x" * 200_000   # over the csv module's field size limit (131,072)
+    path = write_tsv(tmp_path / "RTE" / "dev.tsv", [RTE_HEADER, "0\ta\tb\tentailment", f"1\t{huge}\tb\tentailment"])
+    with pytest.raises(DataError, match=r"line 3: not a GLUE TSV row") as err:
+        load_split(get_task("rte"), "dev", data_dir=tmp_path)
+    assert str(path) in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("task_name", "glue_dir", "content"),
     [("rte", "RTE", RTE_HEADER + "\n"), ("rte", "RTE", ""), ("cola", "CoLA", "")],
