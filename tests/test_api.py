@@ -726,6 +726,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # two real processes (each imports torch and fishtune)
 def test_every_rank_trains_with_rank_0s_mask(tmp_path: Path) -> None:
     # masks computed apart can differ on a near-tie (a non-deterministic kernel); DDP replicas with
     # different masks would drift apart, so the callback gives every rank rank 0's
