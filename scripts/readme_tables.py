@@ -7,6 +7,8 @@ A block names what it shows, the report folder it is cut from and its argument:
     <!-- /readme_tables -->
 
 - `group LABEL`: the FISH row's budget group in table3.md (config, kind, each task's cell, avg).
+- `controls LABEL`: the same less the group's other FISH rows (an ablation's variants at the same
+  count): the FISH row against its vanilla, random and reverse rows only.
 - `paired LABEL`: its paired differences in paired.md, a line per task, a column per comparison.
 - `table1 LABEL; LABEL; ...`: Table 1 for these rows: each one's vanilla partner (its `FISH −
   vanilla` partner in paired.md, if any), then the row itself, every column of table1.md but `live`.
@@ -32,7 +34,8 @@ from fishtune.atomic import atomic_write_text
 
 COMPARISONS = ("FISH − vanilla", "FISH − random", "FISH − reverse")
 # each block kind and the report tables it is cut from
-KINDS = {"group": ["table3"], "paired": ["paired"], "table1": ["table1", "paired"], "vanilla": ["paired"]}
+KINDS = {"group": ["table3"], "controls": ["table3"], "paired": ["paired"], "table1": ["table1", "paired"],
+         "vanilla": ["paired"]}
 BLOCK = re.compile(r"(<!-- readme_tables (\w+) (\S+): (.+?) -->\n)(.*?)(<!-- /readme_tables -->)", re.S)
 
 
@@ -75,14 +78,16 @@ def _differences(paired: str, fish: str) -> dict[str, dict[str, list[str]]]:
     return cells
 
 
-def group_table(table3: str, fish: str) -> str:
-    """The FISH row's budget group: config, kind, each task's cell and avg."""
+def group_table(table3: str, fish: str, *, controls_only: bool = False) -> str:
+    """The FISH row's budget group (`controls_only`: less the group's other FISH rows): config,
+    kind, each task's cell and avg."""
     header, rows = _rows(table3)
     col = {name: i for i, name in enumerate(header)}
     mine = _row(rows, fish, "table3.md")
     tasks = header[col["live"] + 1: col["avg"]]
     keep = ["config", "kind", *tasks, "avg"]
-    group = [r for r in rows if r[col["budget"]] == mine[col["budget"]]]
+    group = [r for r in rows if r[col["budget"]] == mine[col["budget"]]
+             and not (controls_only and r[col["kind"]] == "fish" and r is not mine)]
     return _table(keep, [[r[col[k]] for k in keep] for r in group])
 
 
@@ -129,8 +134,8 @@ def render(kind: str, folder: Path, argument: str) -> str:
     except OSError as err:
         raise BlockError(f"{err.strerror}: {err.filename} (run `fishtune report --out {folder}` first)") from err
     labels = [label.strip() for label in argument.split(";") if label.strip()]
-    if kind == "group":
-        return group_table(text["table3"], argument)
+    if kind in ("group", "controls"):
+        return group_table(text["table3"], argument, controls_only=kind == "controls")
     if kind == "paired":
         return paired_table(text["paired"], argument)
     if kind == "table1":

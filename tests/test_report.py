@@ -691,6 +691,12 @@ def test_readme_tables_script_cuts_each_kind_of_block_verbatim(tmp_path: Path, c
     group = script.render("group", out, fish).splitlines()
     assert group[0] == "| config | kind | mrpc | rte | avg |" and len(group) == 6  # not the other budget's row
     assert group[3] == "| minilm-l6 / lora-r16 / fish [keep_ratio=None] | fish | 72.50 ± 2.12 (n=2) | 73.50 ± 2.12 (n=2) | 73.00 (n=2) |"
+    # `controls`: the group less its other FISH rows (an ablation's variant at the same count)
+    table3 = (out / "table3.md").read_text()
+    mine = next(line for line in table3.splitlines() if line.startswith(f"| {fish} |"))
+    variant = table3.replace(mine, mine + "\n" + mine.replace(fish, "minilm-l6 / lora-r16 / fish-w0"))
+    assert len(script.group_table(variant, fish).splitlines()) == 7
+    assert script.group_table(variant, fish, controls_only=True) == "\n".join(group)
     paired = script.render("paired", out, fish).splitlines()
     assert paired[0] == "| task | FISH − vanilla | FISH − random | FISH − reverse |"
     assert paired[2] == "| mrpc | +1.50 [-4.85, +7.85] (n=2) | +2.50 [-16.56, +21.56] (n=2) | +12.00 [-0.71, +24.71] (n=2) |"
