@@ -65,10 +65,9 @@ def inputs_digest(model: nn.Module, train: Encoded) -> str:
     token types, labels): what the warm-up and the Fisher read besides the config. ~0.2 s for
     MiniLM-L6 and SST-2's 10,000 examples on a CPU."""
     h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            h.update(name.encode())
-            h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     h.update(json.dumps([train.input_ids, train.token_type_ids], separators=(",", ":")).encode())
     h.update(train.labels.numpy().tobytes())
     return h.hexdigest()
@@ -109,16 +108,17 @@ def save_cached(path: Path, scores: dict[str, Tensor], meta: dict[str, Any]) -> 
 
 
 def build_with_cache(cfg: DictConfig, runtime: dict[str, str], build, shapes: dict[str, tuple[int, ...]],
-                     folder: Path, inputs: str):
+                     folder: Path, model: nn.Module, train: Encoded):
     """`build(fisher)` -> `MaskResult`, fed the cached Fisher when this run's key has one; otherwise
     built from a fresh estimate, whose scores are then cached. Returns the result and the record's
     `fisher_cache` entry: key, hit, and the estimate's own warm-up and Fisher seconds (on a hit,
-    those of the run that made it, `computed_by`)."""
+    those of the run that made it, `computed_by`). `model` and `train` are what the estimate reads:
+    their `inputs_digest` joins the key."""
     from .errors import FishtuneError
 
     if cfg.mask.strategy == "random" or not cfg.mask.get("fisher_cache", True):
         return build(None), None
-    key = cache_key(cfg, runtime, inputs)
+    key = cache_key(cfg, runtime, inputs_digest(model, train))   # only where a cache is read
     path = cache_path(cfg, key)
     cached = load_cached(path, shapes)
     if cached is not None:

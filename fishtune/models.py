@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.resources
-import json
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 

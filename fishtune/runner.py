@@ -31,7 +31,7 @@ from .config import (check_train_size, comparable_config, comparison_digest, eff
                      resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
 from .errors import ConfigError, DivergedError, FishtuneError, Terminated
-from .fisher_cache import build_with_cache, inputs_digest
+from .fisher_cache import build_with_cache
 from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
@@ -184,13 +184,14 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
     }
     # A resumed run keeps what its earlier session recorded (mask stats, Fisher time, epochs), but
     # not how that session ended: that goes into its entry of `sessions`.
-    earlier = _earlier_sessions(existing, _session(fields)) if resuming and existing else []
+    this_session = _session(fields)
+    earlier = _earlier_sessions(existing, this_session) if resuming and existing else []
     if resuming and existing:
         (folder / "traceback.txt").unlink(missing_ok=True)
         existing = {k: v for k, v in existing.items() if k not in ("error", "traceback", "finished_at")}
         if existing.get("trainable"):
             fields["trainable"] = existing["trainable"]  # counted from the saved mask by the first session
-    fields["sessions"] = [*earlier, _session(fields)]
+    fields["sessions"] = [*earlier, this_session]
     record = RunRecord(folder, {**existing, **fields} if resuming and existing else fields)
     if loaded.is_tiny:
         record.data["note"] = "TEST MODEL: random-init tiny model; this run is not a result"
@@ -361,8 +362,7 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
                           pairs=getattr(setup, "factor_pairs", ()), families=getattr(setup, "candidates", None))
 
     shapes = {n: tuple(params[n].shape) for n in setup.method_params}
-    result, cache = build_with_cache(cfg, resolved_runtime(cfg.train), build, shapes, folder,
-                                     inputs=inputs_digest(setup.model, train_data))
+    result, cache = build_with_cache(cfg, resolved_runtime(cfg.train), build, shapes, folder, setup.model, train_data)
     # The mask's cost: the estimate's own seconds, also when this run read it from the cache.
     fisher_s, warmup_s = (cache["fisher_time_s"], cache["warmup_time_s"]) if cache else (result.fisher_time_s,
                                                                                         result.warmup_time_s)
