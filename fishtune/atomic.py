@@ -1,7 +1,8 @@
 """Crash-safe file writes: write a temporary file in the same folder, fsync, then rename.
 
 A crash at any point leaves either the old file or the new one, never a truncated one
-(`os.replace` is atomic within a filesystem). Disk-full and permission errors become a
+(`os.replace` is atomic within a filesystem), and the folder is fsynced after the rename so that
+the new name survives a power cut too (where the OS lets a folder be opened). Disk-full and permission errors become a
 `FishtuneError` naming the path. The file gets the mode a plain `open` would give it (0666 less the
 umask), not `mkstemp`'s owner-only 0600: a shared runs folder stays readable by the group.
 """
@@ -49,6 +50,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         _remove_quietly(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -64,6 +66,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Atomically replace `path` with `obj` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename is durable only once its folder is); best effort: some
+    systems (Windows, some network filesystems) cannot open or fsync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _remove_quietly(path: str) -> None:

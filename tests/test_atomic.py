@@ -64,3 +64,36 @@ def test_written_files_get_the_umask_mode_not_owner_only(tmp_path: Path) -> None
     atomic_write_text(tmp_path / "record", "x")
     assert atomic._MODE == (plain.stat().st_mode & 0o777)
     assert (tmp_path / "record").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc (Linux)")
+def test_the_folder_is_fsynced_after_the_rename(tmp_path: Path, monkeypatch) -> None:
+    # a rename survives a power cut only once its folder's entries are flushed
+    events: list[str] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src, dst):
+        events.append("replace")
+        real_replace(src, dst)
+
+    def fsync(fd):
+        events.append("fsync folder" if Path(f"/proc/self/fd/{fd}").resolve() == tmp_path.resolve() else "fsync file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_text(tmp_path / "results.json", "{}")
+    assert events == ["fsync file", "replace", "fsync folder"]
+
+
+def test_a_folder_that_cannot_be_fsynced_is_not_an_error(tmp_path: Path, monkeypatch) -> None:
+    real_open = os.open
+
+    def no_folders(path, flags, *args):
+        if Path(path).is_dir():
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_folders)
+    atomic_write_text(tmp_path / "results.json", "{}")
+    assert (tmp_path / "results.json").read_text() == "{}"
