@@ -65,7 +65,9 @@ def validate(cfg: DictConfig) -> None:
         return
     _check(k.strategy in MASK_STRATEGIES[1:], f"mask.strategy must be fish, random or reverse, got {k.strategy!r}")
     _check(0 < float(k.keep_ratio) <= 1, f"mask.keep_ratio must be in (0, 1], got {k.keep_ratio}")
-    _check(k.keep is None or k.keep >= 1, f"mask.keep must be null or >= 1, got {k.keep}")
+    _check(k.keep is None or (isinstance(k.keep, int) and not isinstance(k.keep, bool) and k.keep >= 1),
+           f"mask.keep must be null or a whole number of entries >= 1, got {k.keep!r} "
+           "(mask.keep_ratio sets a fraction)")
     if k.get("keep_match") is not None:
         _check(k.keep is None, "mask.keep and mask.keep_match both set the budget; set one of them")
         try:

@@ -13,9 +13,12 @@ change: `Tensor.register_post_accumulate_grad_hook` masks each gradient once aut
 accumulated it into `.grad` (so before any clipping, gradient-accumulation sums stay masked, and
 the clip norm is that of the masked gradients), and `Optimizer.register_step_post_hook` restores
 the frozen entries after each optimizer step (a skipped step, e.g. AMP overflow, moves nothing and
-restores nothing). The restore is two `torch._foreach_*` calls over all masked tensors: no
-per-parameter Python loop and no host sync. It is exact: x * 1 + 0 == x and x * 0 + p0 == p0 bit
-for bit (for finite x). Tensors with no selected entry are frozen outright (requires_grad off, so
+restores nothing). Both multiply-adds run on the tensors' bits, read as integers of the same width
+(M as 0/1): x * 1 + 0 == x and x * 0 + bits(p0) == bits(p0) hold for every bit pattern, so they
+are exact whatever the values (in float arithmetic they are not: a frozen -0.0 would come back as
++0.0, and an inf gradient of a frozen entry would become inf * 0 = NaN in the optimizer state). The
+restore is two `torch._foreach_*` calls over all masked tensors: no per-parameter Python loop and
+no host sync. Tensors with no selected entry are frozen outright (requires_grad off, so
 no gradient and no optimizer update or state; `unbind` turns it back on); tensors with every entry
 selected need nothing. `mask_grads` / `restore_frozen` are the two operations, callable by hand as
 well.
@@ -44,8 +47,8 @@ from .errors import ConfigError
 class EntryMask:
     """A binding of a fixed per-entry mask to a model's parameters, for training.
 
-    Built on a model, it records p0 * (1 - M) for the partially masked tensors (the values their
-    frozen entries are restored to) and masks a gradient they already hold; tensors with no selected
+    Built on a model, it records M and the bits of p0 * (1 - M) for the partially masked tensors (as
+    integers of the parameter's width: the module docstring) and masks a gradient they already hold; tensors with no selected
     entry lose a leftover gradient and get requires_grad off (held instead under torch.distributed:
     module docstring). `unbind` removes the hooks and turns requires_grad back on where this binding
     turned it off. A tensor with selected entries must require grad. With `snapshot=True` it also
@@ -62,7 +65,7 @@ class EntryMask:
                               f"({len(idle)} such tensors): make it trainable first; if another mask is "
                               "attached to this model, detach() that one first")
         hold = distributed()
-        self.params: list[Tensor] = []          # partially masked, with their keep masks and p0 * (1 - M)
+        self.params: list[Tensor] = []          # partially masked, with M and bits(p0) * (1 - M), as integers
         self.keep: list[Tensor] = []
         self.frozen_values: list[Tensor] = []
         self.held: list[Tensor] = []            # nothing selected, held in place (distributed), with p0
@@ -88,18 +91,18 @@ class EntryMask:
                     if snapshot:
                         self.frozen_tensors[name] = p.detach().to("cpu", copy=True)
                 elif not bool(m.all()):
-                    keep = m.to(p.dtype)
+                    keep = m.to(_int_view(p).dtype)
                     if p.grad is not None:
-                        p.grad.mul_(keep)
+                        _int_view(p.grad).mul_(keep)
                     self.params.append(p)
                     self.keep.append(keep)
-                    self.frozen_values.append(p.detach() * (1 - keep))
+                    self.frozen_values.append(_int_view(p.detach()) * (1 - keep))
         self._model_params = params
 
     def mask_grads(self) -> None:
-        """g <- g * M for every partially masked tensor, g <- 0 for the held ones (what the gradient
-        hooks do, all at once)."""
-        grads = [p.grad for p in self.params if p.grad is not None]
+        """g <- g * M for every partially masked tensor (on the bits), g <- 0 for the held ones (what
+        the gradient hooks do, all at once)."""
+        grads = [_int_view(p.grad) for p in self.params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, [k for p, k in zip(self.params, self.keep) if p.grad is not None])
         held = [p.grad for p in self.held if p.grad is not None]
@@ -108,10 +111,12 @@ class EntryMask:
 
     @torch.no_grad()
     def restore_frozen(self) -> None:
-        """p <- p * M + p0 * (1 - M), and p <- p0 for the held tensors (call after the optimizer step)."""
+        """p <- p * M + p0 * (1 - M) on the bits, and p <- p0 for the held tensors (call after the
+        optimizer step). The integer views are taken afresh, so they follow the parameters' storage."""
         if self.params:
-            torch._foreach_mul_(self.params, self.keep)
-            torch._foreach_add_(self.params, self.frozen_values)
+            bits = [_int_view(p.detach()) for p in self.params]
+            torch._foreach_mul_(bits, self.keep)
+            torch._foreach_add_(bits, self.frozen_values)
         if self.held:
             torch._foreach_copy_(self.held, self.held_values)
 
@@ -167,8 +172,7 @@ class EntryMask:
                                   "mask was bound: move or convert the model before attaching the mask")
         changed = 0
         for p, keep, frozen in zip(self.params, self.keep, self.frozen_values):
-            differs = _bits(p.detach()) != _bits(frozen)
-            changed += int((differs & (keep == 0)).sum())
+            changed += int(((_int_view(p.detach()) != frozen) & (keep == 0)).sum())
         for p, before in zip(self.held, self.held_values):
             changed += int((_bits(p.detach()) != _bits(before)).sum())
         for name, before in self.frozen_tensors.items():
@@ -224,7 +228,7 @@ def _grad_zeroer(p: Tensor) -> None:
 def _grad_masker(keep: Tensor):
     def hook(p: Tensor) -> None:
         if p.grad is not None:
-            p.grad.mul_(keep)
+            _int_view(p.grad).mul_(keep)
 
     return hook
 
@@ -242,7 +246,14 @@ def count_changed(model: nn.Module, initial: Mapping[str, Tensor], mask: Mapping
     return changed
 
 
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _bits(t: Tensor) -> Tensor:
     """Reinterpret a float tensor as integers of the same width (compares -0.0, NaN exactly)."""
-    by_size = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-    return t.contiguous().view(by_size[t.element_size()])
+    return _int_view(t.contiguous())
+
+
+def _int_view(t: Tensor) -> Tensor:
+    """`t`'s storage as integers of the same width (a view: writing it writes `t`)."""
+    return t.view(_INT_OF_SIZE[t.element_size()])

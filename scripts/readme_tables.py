@@ -39,6 +39,9 @@ KINDS = {"group": ["table3"], "controls": ["table3"], "paired": ["paired"], "tab
 BLOCK = re.compile(r"(<!-- readme_tables (\w+) (\S+): (.+?) -->\n)(.*?)(<!-- /readme_tables -->)", re.S)
 
 
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")  # the report writes a `|` inside a cell as `\|`
+
+
 class BlockError(Exception):
     """A block that cannot be filled (unknown kind, missing report, unknown row): one line."""
 
@@ -47,8 +50,10 @@ def _rows(markdown: str) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the first pipe table in `markdown` whose header starts with `| config` or
     `| comparison`; cells stripped."""
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
-    header = next(c for c in cells if c[0] in ("config", "comparison"))
+    cells = [[c.strip() for c in _UNESCAPED_PIPE.split(line.strip()[1:-1])] for line in lines]
+    header = next((c for c in cells if c[0] in ("config", "comparison")), None)
+    if header is None:
+        raise BlockError("the report has no table here (no runs for it?)")
     return header, [c for c in cells if c != header and not set("".join(c)) <= set("-:")]
 
 
@@ -65,14 +70,21 @@ def _row(rows: list[list[str]], label: str, where: str) -> list[str]:
 
 
 def _differences(paired: str, fish: str) -> dict[str, dict[str, list[str]]]:
-    """{task: {comparison: [partner, cell]}} of one FISH row, in the report's order."""
+    """{task: {comparison: [partner, cell]}} of one FISH row, in the report's order. A README block
+    shows one partner per comparison: a FISH row the report pairs with two (a tie of the linking
+    rule) is a `BlockError` naming both, never one of them dropped."""
     header, rows = _rows(paired)
     col = {name: i for i, name in enumerate(header)}
     diff = next(i for i, name in enumerate(header) if name.startswith("FISH − partner"))
     cells: dict[str, dict[str, list[str]]] = {}
     for r in rows:
         if r[col["fish"]] == fish:
-            cells.setdefault(r[col["task"]], {})[r[col["comparison"]]] = [r[col["partner"]], r[diff]]
+            by = cells.setdefault(r[col["task"]], {})
+            if r[col["comparison"]] in by:
+                raise BlockError(f"{fish!r} has two {r[col['comparison']]} partners in paired.md, "
+                                 f"{by[r[col['comparison']]][0]!r} and {r[col['partner']]!r}; a README block "
+                                 "shows one per comparison (see paired.md for both)")
+            by[r[col["comparison"]]] = [r[col["partner"]], r[diff]]
     if not cells:
         raise BlockError(f"no paired differences of {fish!r} in paired.md")
     return cells

@@ -47,6 +47,7 @@ CASES = [
     (["train.lr=0"], ["train.lr", "> 0"]),
     (["train.batch_size=0"], ["train.batch_size"]),
     (["mask=fish", "mask.keep=100000000"], ["mask.keep", "larger than"]),
+    (["mask=fish", "mask.keep=100.7"], ["mask.keep", "whole number"]),          # not truncated to 100
     (["data.dir=/nonexistent/glue"], ["mrpc", "/nonexistent/glue", "data.dir"]),
     (["model=roberta-base"], ["roberta-base", "model.path"]),       # offline, not cached
     (["-m", "--cfg", "job"], ["Only one of"]),                      # Hydra's own argument check

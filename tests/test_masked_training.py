@@ -160,3 +160,37 @@ def test_compiled_masked_run_keeps_frozen_entries(run_cli, tmp_path: Path) -> No
                    "mask.warmup_steps=2", "train.weight_decay=0.1") == 0
     (rec,) = records(tmp_path / "runs")
     assert rec["status"] == "complete" and rec["frozen_changed"] == 0
+
+
+def _one_tensor_module(values: list[float]) -> tuple[torch.nn.Module, torch.nn.Parameter]:
+    module = torch.nn.Module()
+    module.w = torch.nn.Parameter(torch.tensor(values))
+    return module, module.w
+
+
+def test_a_frozen_minus_zero_comes_back_as_minus_zero() -> None:
+    # momentum from dense steps before the mask was bound moves the frozen entry; the restore is a
+    # selection, so it gives back -0.0 itself (a multiply-add gives +0.0: +0.0 + -0.0 = +0.0)
+    module, w = _one_tensor_module([-0.0, 1.0])
+    opt = torch.optim.Adam([w], lr=0.1)
+    (-w.sum()).backward()
+    opt.step()
+    opt.zero_grad()
+    with torch.no_grad():
+        w.copy_(torch.tensor([-0.0, 1.0]))
+    entry_mask = EntryMask(module, {"w": torch.tensor([False, True])}).attach(opt)
+    (-w.sum()).backward()
+    opt.step()
+    assert torch.signbit(w[0]) and w[0] == 0 and w[1] != 1.0
+    assert entry_mask.frozen_changed() == 0
+
+
+def test_an_inf_gradient_on_a_frozen_entry_neither_moves_it_nor_poisons_the_optimizer() -> None:
+    module, w = _one_tensor_module([0.5, 1.0])
+    opt = torch.optim.Adam([w], lr=0.1)
+    entry_mask = EntryMask(module, {"w": torch.tensor([False, True])}).attach(opt)
+    (w * torch.tensor([float("inf"), 1.0])).sum().backward()
+    assert w.grad.tolist() == [0.0, 1.0]      # inf * 0 would be NaN
+    opt.step()
+    assert w[0].item() == 0.5 and torch.isfinite(opt.state[w]["exp_avg"]).all()
+    assert entry_mask.frozen_changed() == 0

@@ -239,6 +239,67 @@ def test_malformed_records_are_named_and_skipped(tmp_path: Path, capsys) -> None
     assert status.loc["rte/broken", "status"] == status.loc["rte/truncated", "status"] == "malformed"
 
 
+# a field the reporter reads, set to what a hand edit or another tool could leave there
+_WRONG = {
+    "score NaN": {"score": math.nan},
+    "metric NaN": {"last": {"dev": {"accuracy": math.nan, "score": 70.0}}},
+    "metric a string": {"last": {"dev": {"accuracy": "70.0", "score": 70.0}}},
+    "no last.dev": {"last": {}},
+    "seed a string": {"seed": "1"},
+    "seed a bool": {"seed": True},
+    "task a list": {"task": ["rte"]},
+    "epoch without dev": {"epochs": [{"epoch": 1}]},
+    "epochs of ints": {"epochs": [1, 2]},
+    "time a string": {"time_s": {"total": "n/a"}},
+    "memory a string": {"memory": {"cpu_peak_rss_bytes": "big"}},
+    "share a string": {"mask_stats": {"by_family": {"lora_A": {"share_of_mask": "half"}}}},
+    "selected null": {"mask_stats": {"selected_by_param": {"w": None}}},
+    "baseline inf": {"majority_baseline": {"score": math.inf}},
+    "finished_at a number": {"finished_at": 3},
+}
+
+
+@pytest.mark.parametrize("field", sorted(_WRONG))
+def test_a_record_with_a_wrong_typed_or_nan_field_is_listed_malformed_not_a_crash(field: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        _record(runs, task="rte", mask="fish", seed=seed, score=70.0 + seed)
+    _record(runs, task="rte", mask="fish", seed=3, score=72.0, folder_name="edited", extra=_WRONG[field])
+    out = tmp_path / "tables"
+    assert report_main(["--runs", str(runs), "--out", str(out)]) == 0   # figures too: they read `epochs`
+    status = _csv(out, "runs_status")
+    assert status.loc["rte/minilm-l6/lora-r16/fish/edited", "status"] == "malformed"
+    table1 = (out / "table1.md").read_text()
+    assert "71.50 ± 0.71 (n=2)" in table1 and "nan" not in table1.lower()
+
+
+def test_a_failed_record_with_a_string_seed_is_listed_not_a_crash(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _record(runs, task="rte", mask="fish", seed=1, score=70.0)
+    _record(runs, task="rte", mask="fish", seed=2, score=0.0, status="failed", extra={"seed": "two"})
+    assert _report(runs, tmp_path / "tables") == 0
+    assert "no config to place it" in _csv(tmp_path / "tables", "runs_status").loc["rte/minilm-l6/lora-r16/fish/seed2", "detail"]
+
+
+def test_status_details_are_one_line_and_name_no_absolute_path(tmp_path: Path) -> None:
+    # a multi-line error would split its markdown row; the runs folder's own path would make two
+    # copies of the same records report differently
+    texts = []
+    for copy in ("a", "b"):
+        runs = tmp_path / copy / "runs"
+        _record(runs, task="rte", mask="fish", seed=1, score=70.0)
+        _record(runs, task="rte", mask="fish", seed=2, score=0.0, status="failed",
+                extra={"error": "RuntimeError: CUDA error: device-side assert triggered\nCompile with `X` | to debug"})
+        legacy = _record(runs, task="rte", mask="random", seed=1, score=0.0, status="failed", extra={"comparison": None})
+        assert not (legacy / "config.yaml").exists()
+        assert _report(runs, tmp_path / copy / "tables") == 0
+        texts.append((tmp_path / copy / "tables" / "runs_status.md").read_text())
+    assert texts[0] == texts[1] and str(tmp_path) not in texts[0]
+    row = next(line for line in texts[0].splitlines() if "fish/seed2" in line)
+    assert row.endswith("| failed | RuntimeError: CUDA error: device-side assert triggered Compile with `X` / to debug |")
+    assert "No such file or directory: 'rte/minilm-l6/lora-r16/random/seed1/config.yaml'" in texts[0]
+
+
 def test_report_filters_by_task_model_and_seed(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for seed, score in ((1, 70.0), (2, 72.0), (3, 74.0)):
@@ -718,6 +779,16 @@ def test_readme_tables_script_cuts_each_kind_of_block_verbatim(tmp_path: Path, c
         with pytest.raises(script.BlockError, match=re.escape(message)):
             script.render(kind, out, argument)
     assert script.main(["--print", f"group {tmp_path / 'nothing'}: {fish}"]) == 2
+    with pytest.raises(script.BlockError, match="no table"):    # a report of no runs
+        script.group_table("# Table 3\n\nNo runs for this table.\n", fish)
+    # a FISH row the linking rule pairs with two tied partners: an error naming both, never one dropped
+    partnered = (out / "paired.md").read_text()
+    random_line = next(line for line in partnered.splitlines() if line.startswith("| FISH − random |"))
+    cells = random_line.split(" | ")
+    alt = " | ".join([*cells[:2], cells[2] + "-alt", *cells[3:]])   # the same line, another partner
+    tied = partnered.replace(random_line, random_line + "\n" + alt)
+    with pytest.raises(script.BlockError, match="two FISH − random partners.*random-alt"):
+        script.paired_table(tied, fish)
     assert "run `fishtune report --out" in capsys.readouterr().err
 
     # a README: every fenced block refilled from the folder it names, the prose left alone, then a no-op

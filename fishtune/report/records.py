@@ -40,6 +40,7 @@ import yaml
 
 from ..config import digest, flatten, saved_comparable_config
 from ..errors import FishtuneError
+from .schema import check_identity, check_result
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,8 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
             if not isinstance(rec, dict):
                 raise TypeError("not a JSON object")
             status = rec.get("status")
-            entry = {"folder": rel, "status": str(status), "task": rec.get("task"), "model": rec.get("model"),
-                     "method_tag": rec.get("method_tag"), "mask_tag": rec.get("mask_tag"), "seed": rec.get("seed"),
-                     "detail": ""}
+            entry = {"folder": rel, "status": str(status), **{k: _text(rec.get(k)) for k in _NAMES},
+                     "seed": _seed(rec.get("seed")), "detail": ""}
             if rec.get("test_model") and not include_test_models:
                 listing.append({**entry, "status": "excluded", "detail": "random-init test model"})
                 log.info("skipped %s: random-init test model", path.parent)
@@ -93,19 +93,20 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
                 if row["collapsed"]:
                     entry["detail"] = f"dev score {row['score']:.2f} = majority class"
             else:
-                entry["detail"] = str(rec.get("error") or "")
+                entry["detail"] = _one_line(str(rec.get("error") or ""), root)
                 try:
                     identity = _identity(rec, path.parent, rel)  # also checks that the record is readable
                     if status in ("failed", "diverged"):  # running / interrupted: not (yet) a result, listed only
                         others.append({**identity, **_intended_budget(rec), "status": str(status)})
                 except _UNREADABLE as err:
-                    entry["detail"] = (entry["detail"] + f" (no config to place it in a table: {err})").strip()
+                    reason = _one_line(str(err), root)
+                    entry["detail"] = (entry["detail"] + f" (no config to place it in a table: {reason})").strip()
                 log.info("skipped %s: status %s", path.parent, status)
             listing.append(entry)
         except _UNREADABLE as err:
             log.info("skipped %s: malformed record (%s: %s)", path, type(err).__name__, err)
             listing.append({"folder": rel, "status": "malformed", "task": None, "model": None, "method_tag": None,
-                            "mask_tag": None, "seed": None, "detail": f"{type(err).__name__}: {err}"})
+                            "mask_tag": None, "seed": None, "detail": _one_line(f"{type(err).__name__}: {err}", root)})
     runs = _borrow_baselines(pd.DataFrame(rows))
     for folder in runs.loc[runs["collapsed"] & runs["baseline_borrowed"], "folder"] if not runs.empty else []:
         listing[[e["folder"] for e in listing].index(folder)].update(
@@ -127,6 +128,26 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
         others_frame = others_frame[keep].reset_index(drop=True)
     listing_frame = listing_frame.sort_values("folder", kind="stable").reset_index(drop=True)
     return Records(runs, others_frame, listing_frame)
+
+
+_NAMES = ("task", "model", "method_tag", "mask_tag")
+
+
+def _text(value: object) -> str | None:
+    """A name for the listing: the record's string, or None where it holds something else."""
+    return value if isinstance(value, str) else None
+
+
+def _seed(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _one_line(message: str, root: Path) -> str:
+    """An error message as one table line: whitespace runs (newlines) collapsed, the runs folder's own
+    path left out, so the listing reads the same wherever the runs folder is."""
+    for prefix in {str(root.resolve()), str(root)}:
+        message = message.replace(prefix + "/", "")
+    return " ".join(message.split())
 
 
 CAP = "train.max_train_samples"
@@ -230,6 +251,7 @@ def kind_of(mask: str, config: dict) -> str:
 
 def _identity(rec: dict, folder: Path, rel: str) -> dict:
     """What places a record in a table row and cell: task, tags, seed, digests, comparable config."""
+    check_identity(rec)
     config = comparable(rec, folder)
     row_config = {k: v for k, v in config.items() if not k.startswith("task.")}
     return {
@@ -242,6 +264,7 @@ def _identity(rec: dict, folder: Path, rel: str) -> dict:
 
 
 def _flatten(rec: dict, folder: Path, rel: str) -> dict:
+    check_result(rec)
     stats = rec.get("mask_stats") or {}
     families = stats.get("by_family", {})
     time_s = rec.get("time_s", {})

@@ -26,5 +26,5 @@ def status_tables(listing: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         lines.append("Every record is a complete run.")
     else:
         lines += ["| folder | status | detail |", "|---|---|---|"]
-        lines += [f"| {r.folder} | {r.status} | {str(r.detail).replace('|', '/')} |" for r in notable.itertuples()]
+        lines += [f"| {r.folder} | {r.status} | {' '.join(str(r.detail).split()).replace('|', '/')} |" for r in notable.itertuples()]
     return csv.set_index("folder"), "\n".join(lines) + "\n"
