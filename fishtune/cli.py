@@ -95,6 +95,12 @@ def _run(args: list[str]) -> int:
     # come after flags such as `--cfg job`.
     sys.argv = ["fishtune run", *multirun, *report, *(a for a in args if a not in multirun)]
     app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
+    if multirun and (problem := _bad_cell([a for a in args if a not in multirun])):
+        print(f"fishtune: error: {problem}", file=sys.stderr)
+        return 2
+    if not multirun and any(a.startswith("experiment=") for a in args):
+        print("fishtune: note: an experiment file's grid runs with -m; without it this is one cell, the file's "
+              "base config", file=sys.stderr)
     try:
         app()
     except SystemExit as exit_:  # Hydra exits 1 on a composition error after printing it
@@ -106,6 +112,34 @@ def _run(args: list[str]) -> int:
     finally:
         remote = _collect_outcomes(elsewhere)
     return _summarise(OUTCOMES + remote, multirun=bool(multirun), elsewhere=len(remote))
+
+
+def _bad_cell(overrides: list[str]) -> str | None:
+    """The first cell of the sweep whose config fails `validate`, as one line; None if every cell passes.
+    Checked before any cell runs (a bad value in a late cell of a 96-cell grid would surface hours
+    in); ~0.1 s a cell. What cannot be composed is left to Hydra, which reports it itself."""
+    from .config import validate
+    from .errors import FishtuneError
+    from .plan import compose, expand
+
+    if any(a.startswith("-") for a in overrides):  # --cfg, --help, ...: Hydra's own
+        return None
+    try:
+        cells = expand(overrides)
+    except FishtuneError:
+        return None
+    for number, cell in enumerate(cells):
+        try:
+            cfg = compose(cell)
+        except FishtuneError:
+            return None
+        try:
+            validate(cfg)
+        except FishtuneError as err:
+            fixed = {o.partition("=")[0] for o in overrides if "," not in o}   # keys not swept
+            own = " ".join(o for o in cell if o.partition("=")[0] not in fixed)
+            return f"cell #{number}{f' ({own})' if own else ''}: {err}; no cell was run"
+    return None
 
 
 def _outcome_folder():
@@ -167,12 +201,24 @@ def _run_job(cfg) -> str:
         status = "failed"
     except KeyboardInterrupt:
         raise
-    except Exception as err:  # a bug or an environment problem: the traceback is in the run folder
-        print(f"fishtune: error: {type(err).__name__}: {err} (traceback.txt in the run folder)", file=sys.stderr)
+    except Exception as err:  # a bug or an environment problem: the traceback is in the run folder, if any
+        print(f"fishtune: error: {type(err).__name__}: {err} ({_where_traceback(err)})", file=sys.stderr)
         status = "failed"
     OUTCOMES.append(status)
     _report_outcome(status)
     return status
+
+
+def _where_traceback(err: BaseException) -> str:
+    """Where the full traceback is: the run folder's traceback.txt, or (an error before the run folder
+    was written) the line that raised it."""
+    if getattr(err, "traceback_file", None):
+        return f"traceback: {err.traceback_file}"
+    import traceback
+
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    at = f"raised at {frame.filename}:{frame.lineno}; " if frame else ""
+    return f"{at}nothing was written"
 
 
 def _summarise(outcomes: list[str], *, multirun: bool, elsewhere: int = 0) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .errors import ConfigError
+from .keys import Key, anything, check_section, choice, flag, integer, number, optional, text
 
 # Keys that change how a run is executed or logged, not what it computes: they are left out
 # of the run-folder digest, so resuming with e.g. train.resume=false reaches the same folder.
@@ -35,62 +36,83 @@ MASK_STRATEGIES = ("none", "fish", "random", "reverse")
 MASK_CONFIGS = (*MASK_STRATEGIES, "fish_live")
 
 
+WARMUP_ORDERS = ("shuffled", "length_grouped")   # mask.warmup_order (fishtune.selection._warmup_batches)
+
+# The keys of each config section and what each may be (`fishtune.keys`); `method.*` is the method
+# registry's. A key outside these is refused: a `+train.lrr=...` would otherwise train at the
+# default lr in a folder of its own.
+TOP_KEYS = ("model", "task", "method", "mask", "train", "data", "seed", "output_dir", "runs_root")
+TRAIN_KEYS = {
+    "epochs": integer(1), "batch_size": integer(1), "eval_batch_size": integer(1), "lr": number(0),
+    "weight_decay": number(0, inclusive=True), "warmup_ratio": number(0, inclusive=True, high=1),
+    "grad_clip": optional(number(0)), "max_seq_length": integer(8), "max_steps": optional(integer(1)),
+    "max_train_samples": optional(integer(1)), "max_eval_samples": optional(integer(1)),
+    "eval_subset_seed": integer(0), "group_by_length": flag(), "pad_to_multiple_of": integer(1),
+    "device": choice("auto", "cpu", "cuda"), "precision": choice("auto", "fp32", "bf16"), "compile": flag(),
+    "resume": flag(), "checkpoint_every": optional(integer(1)), "log_every": integer(1), "progress": flag(),
+}
+MASK_KEYS = {
+    "name": choice(*MASK_CONFIGS), "strategy": choice(*MASK_STRATEGIES[1:]),
+    "keep_ratio": number(0, high=1, high_inclusive=True),
+    "keep": Key(lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                "null or a whole number of entries >= 1 (mask.keep_ratio sets a fraction)"),
+    "keep_match": anything("a method config"), "head_in_budget": flag(), "num_samples": integer(1),
+    "labels": choice("empirical", "expected"), "scope": choice("global", "per_tensor"),
+    "estimator": choice("auto", "func", "hooks", "loop"), "fisher_batch_size": integer(1),
+    "fisher_at": choice("init", "warmup"), "warmup_steps": integer(0), "warmup_order": choice(*WARMUP_ORDERS),
+    "fisher_cache": flag(), "live": flag(), "seed": integer(0), "tag": text(),
+}
+DATA_KEYS = {"source": choice("auto", "local", "hub"), "dir": optional(text())}
+MODEL_KEYS = {"name": text(), "package": optional(text()), "hub_id": optional(text()), "path": optional(text()),
+              "tiny": anything("null or a tiny model's shape")}
+TASK_KEYS = {"name": text()}
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` (one line: what is wrong, how to fix it) for out-of-range values."""
+    """Raise `ConfigError` (one line: what is wrong, how to fix it) for an unknown key, a value of the
+    wrong type or out of range, or an interpolation that cannot be resolved."""
+    from omegaconf.errors import OmegaConfBaseException
+
     from .methods import method_config, validate_method
     from .tasks import get_task
 
-    get_task(cfg.task.name)
-    t = cfg.train
-    _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
-    _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-    _check(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
-    _check(float(t.lr) > 0, f"train.lr must be > 0, got {t.lr}")
-    _check(float(t.weight_decay) >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
-    _check(0 <= float(t.warmup_ratio) < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
-    _check(t.max_seq_length >= 8, f"train.max_seq_length must be >= 8, got {t.max_seq_length}")
-    for key in ("max_steps", "max_train_samples", "max_eval_samples", "checkpoint_every"):
-        value = t.get(key)
-        _check(value is None or value >= 1, f"train.{key} must be null or >= 1, got {value}")
-    _check(isinstance(t.get("eval_subset_seed"), int), f"train.eval_subset_seed must be an integer, got {t.get('eval_subset_seed')!r}")
-    _check(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
-    _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}")
-    _check(cfg.data.source in ("auto", "local", "hub"), f"data.source must be auto, local or hub, got {cfg.data.source!r}")
-
+    keep_match = cfg.mask.get("keep_match") if cfg.mask.get("name") != "none" else None
+    if keep_match is not None:   # first: the mask tag interpolates it, so resolving would fail on it
+        try:
+            method_config(keep_match)
+        except ConfigError as err:
+            raise ConfigError(f"mask.keep_match: {err}") from None
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"cannot resolve the config{f' at {key}' if key else ''}: {reason}") from None
+    check_section(values, {k: anything("a section") for k in TOP_KEYS}, "config")
+    _check(all(isinstance(values.get(k), dict) for k in ("model", "task", "method", "mask", "train", "data")),
+           "the config needs the sections model, task, method, mask, train and data")
+    for section, keys in (("model", MODEL_KEYS), ("task", TASK_KEYS), ("train", TRAIN_KEYS), ("data", DATA_KEYS)):
+        check_section(values[section], keys, section)
+    check_section({k: values.get(k) for k in ("seed", "output_dir", "runs_root")},
+                  {"seed": integer(0), "output_dir": optional(text()), "runs_root": text()}, "config")
+    get_task(values["task"]["name"])
     validate_method(cfg.method)  # the method registry's schema: unknown keys and bad values, one line
 
-    k = cfg.mask
-    _check(k.name in MASK_CONFIGS, f"unknown mask {k.name!r}; choose one of: {', '.join(MASK_CONFIGS)}")
-    if k.name == "none":
+    k = values["mask"]
+    _check(k.get("name") in MASK_CONFIGS, f"unknown mask {k.get('name')!r}; choose one of: {', '.join(MASK_CONFIGS)}")
+    check_section(k, MASK_KEYS, "mask")  # a vanilla cell may carry its pair's mask keys: unused, but typed
+    if k["name"] == "none":
         return
-    _check(k.strategy in MASK_STRATEGIES[1:], f"mask.strategy must be fish, random or reverse, got {k.strategy!r}")
-    _check(0 < float(k.keep_ratio) <= 1, f"mask.keep_ratio must be in (0, 1], got {k.keep_ratio}")
-    _check(k.keep is None or (isinstance(k.keep, int) and not isinstance(k.keep, bool) and k.keep >= 1),
-           f"mask.keep must be null or a whole number of entries >= 1, got {k.keep!r} "
-           "(mask.keep_ratio sets a fraction)")
     if k.get("keep_match") is not None:
-        _check(k.keep is None, "mask.keep and mask.keep_match both set the budget; set one of them")
+        _check(k.get("keep") is None, "mask.keep and mask.keep_match both set the budget; set one of them")
         try:
-            matched = method_config(k.keep_match)
+            matched = method_config(cfg.mask.keep_match)
         except ConfigError as err:
             raise ConfigError(f"mask.keep_match: {err}") from None
         validate_method(matched, where="mask.keep_match")
-    _check(k.num_samples >= 1, f"mask.num_samples must be >= 1, got {k.num_samples}")
-    _check(k.fisher_batch_size >= 1, f"mask.fisher_batch_size must be >= 1, got {k.fisher_batch_size}")
-    _check(k.labels in ("empirical", "expected"), f"mask.labels must be empirical or expected, got {k.labels!r}")
-    _check(k.scope in ("global", "per_tensor"), f"mask.scope must be global or per_tensor, got {k.scope!r}")
-    _check(k.estimator in ("auto", "func", "hooks", "loop"), f"mask.estimator must be auto, func, hooks or loop, got {k.estimator!r}")
-    _check(k.fisher_at in ("init", "warmup"), f"mask.fisher_at must be init or warmup, got {k.fisher_at!r}")
-    _check(isinstance(k.get("live", False), bool), f"mask.live must be true or false, got {k.get('live')!r}")
-    _check(isinstance(k.get("fisher_cache", True), bool),
-           f"mask.fisher_cache must be true or false, got {k.get('fisher_cache')!r}")
-    _check(not (k.get("live") and k.scope != "global"), "mask.live=true needs mask.scope=global")
-    _check(k.warmup_steps >= 0, f"mask.warmup_steps must be >= 0, got {k.warmup_steps}")
-    _check(warmup_order(k) in WARMUP_ORDERS,
-           f"mask.warmup_order must be {' or '.join(WARMUP_ORDERS)}, got {k.get('warmup_order')!r}")
+    _check(not (k.get("live") and k.get("scope") != "global"), "mask.live=true needs mask.scope=global")
 
 
-WARMUP_ORDERS = ("shuffled", "length_grouped")   # mask.warmup_order (fishtune.selection._warmup_batches)
 
 
 def warmup_order(mask_cfg: DictConfig) -> str:

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from .errors import FishtuneError
@@ -35,7 +37,15 @@ def run_config(run_dir: Path) -> DictConfig:
         raise FishtuneError(f"{run_dir} is not a fishtune run folder (no {RECORD_NAME} / config.yaml)")
     if record.get("status") != "complete":
         raise FishtuneError(f"run {run_dir} is {record.get('status')}, not complete; finish it first")
-    return OmegaConf.load(run_dir / "config.yaml")
+    try:
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "task", "method")):
+            raise ValueError("it has no model, task and method sections")
+        int(cfg.seed)  # read now: a missing or bad seed is this error, not a traceback later
+    except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FishtuneError(f"{run_dir / 'config.yaml'} cannot be read as a run config: {reason}") from None
+    return cfg
 
 
 def load_base(cfg: DictConfig):
@@ -74,6 +84,8 @@ def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Pa
     if not (run_dir / ADAPTER_DIR).is_dir():
         raise FishtuneError(_no_adapter(cfg, run_dir))
     target = Path(out) if out else run_dir / ("merged" if merge else "export")
+    if target.exists() and not target.is_dir():
+        raise FishtuneError(f"{target} is a file; choose a new or empty folder for --out")
     if target.exists() and any(target.iterdir()):
         raise FishtuneError(f"{target} exists and is not empty; choose another --out")
     if not merge:

@@ -131,6 +131,8 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
     changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere).
     Records older than either digest pass that check."""
     existing = read_record(folder / RECORD_NAME)
+    if cfg.get("output_dir"):
+        _refuse_foreign(folder, existing)
     if not (existing and cfg.train.resume):
         return existing
     theirs = ((existing.get("comparison") or {}).get("digest"), existing.get("seed"))
@@ -145,6 +147,24 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
                           "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "
                           "replace that run")
     return existing
+
+
+RUN_STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
+
+
+def _refuse_foreign(folder: Path, existing: dict | None) -> None:
+    """An explicit `output_dir` must be new, empty of run files, or a fishtune run folder: a run
+    would overwrite another tool's `results.json` or `config.yaml` and delete its `mask.safetensors`."""
+    if existing is not None and not (existing.get("status") in RUN_STATUSES and "output_dir" in existing):
+        raise ConfigError(f"output_dir {folder} holds a {RECORD_NAME} that is not a fishtune run record; "
+                          "choose another output_dir (nothing was changed)")
+    if existing is None:
+        run_files = ("config.yaml", CHECKPOINT, MASK_FILE, INIT_FILE, FINAL_FILE, "traceback.txt", ADAPTER_DIR)
+        ours = [name for name in run_files if (folder / name).exists()]
+        if ours:
+            raise ConfigError(f"output_dir {folder} holds {', '.join(ours)} but no run record, so it is not a fishtune "
+                              "run folder (or one cut short before its record was written); move those away or "
+                              "choose another output_dir (nothing was changed)")
 
 
 def _skipped(folder: Path, existing: dict) -> dict:
@@ -224,6 +244,7 @@ def _record_end(record: RunRecord, folder: Path, err: BaseException) -> None:
         record.update(status="interrupted")
     else:
         atomic_write_text(folder / "traceback.txt", traceback.format_exc())
+        err.traceback_file = str(folder / "traceback.txt")  # for the one-line error (`fishtune.cli`)
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback="traceback.txt")
     record.update(finished_at=now()).save()
 

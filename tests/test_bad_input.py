@@ -54,6 +54,22 @@ CASES = [
     (["mask=fish", "mask.live=true", "mask.scope=per_tensor"], ["mask.live", "global"]),
     (["train.eval_subset_seed=x"], ["train.eval_subset_seed"]),
     (["+pair=lora", "method.alpha=16", "mask=fish"], ["different LoRA scales", "method.scale=2"]),
+    # wrong types: named, never a comparison error or a silent cast (train.epochs=1.5, mask.keep=2.5)
+    (["train.epochs=abc"], ["train.epochs", "an integer >= 1", "'abc'"]),
+    (["train.epochs=1.5"], ["train.epochs", "an integer >= 1"]),
+    (["train.lr=abc"], ["train.lr", "a number > 0"]),
+    (["seed=x"], ["seed", "an integer >= 0"]),
+    (["mask=fish", "mask.keep=abc"], ["mask.keep", "whole number"]),
+    (["mask=fish", "mask.seed=abc"], ["mask.seed", "an integer"]),
+    (["mask=fish", "mask.head_in_budget=abc"], ["mask.head_in_budget", "true or false"]),
+    (["mask=fish", "mask.num_samples=1.5"], ["mask.num_samples"]),
+    (["train.resume=no"], ["train.resume", "true or false"]),
+    (["train.grad_clip=-1"], ["train.grad_clip", "null or a number > 0"]),   # would train uphill
+    (["train.log_every=0"], ["train.log_every", ">= 1"]),
+    (["train.pad_to_multiple_of=0"], ["train.pad_to_multiple_of", ">= 1"]),
+    (["method.r=abc"], ["cannot resolve the config"]),                       # method.alpha interpolates r
+    (["+train.lrr=0.1"], ["unknown key train.lrr", "lr"]),                   # `+` adds a key nothing reads
+    (["+foo=1"], ["unknown key config.foo"]),
 ]
 
 
@@ -94,6 +110,39 @@ def test_bad_rerun_leaves_an_existing_run_folder_untouched(run_cli, tmp_path: Pa
     assert contents() == before
 
 
+def test_a_bad_value_in_a_late_cell_stops_the_sweep_before_any_cell_runs(run_cli, tmp_path: Path, capsys) -> None:
+    assert run_cli("-m", "train.lr=1e-3,0") == 2
+    err = capsys.readouterr().err
+    assert "cell #1 (train.lr=0): train.lr must be a number > 0, got 0; no cell was run" in err
+    assert not records(tmp_path / "runs")
+
+
+def test_an_error_before_the_run_folder_points_at_no_traceback_file(run_cli, tmp_path: Path, monkeypatch,
+                                                                    capsys) -> None:
+    from fishtune import runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no model here")
+
+    monkeypatch.setattr(runner, "load_model", broken)
+    assert run_cli() == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: no model here (raised at " in err and "nothing was written" in err
+    assert "traceback.txt" not in err and not records(tmp_path / "runs")
+
+
+def test_an_output_dir_holding_files_of_another_tool_is_refused_untouched(run_cli, tmp_path: Path, capsys) -> None:
+    for files in ({"results.json": '{"acc": 0.9}', "mask.safetensors": "MINE"},
+                  {"config.yaml": "my: config\n", "mask.safetensors": "MINE"}):
+        folder = tmp_path / f"theirs{len(files)}{sorted(files)[0]}"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        assert run_cli(f"output_dir={folder}") == 1
+        assert "nothing was changed" in capsys.readouterr().err
+        assert {p.name: p.read_text() for p in folder.iterdir()} == files
+
+
 def test_a_failing_cell_does_not_stop_the_sweep(run_cli, tmp_path: Path, capsys) -> None:
     # lr 1e9 makes the loss NaN/inf: that cell ends `diverged`, the next one still runs.
     code = run_cli("-m", "train.lr=1e9,1e-3", "train.log_every=1")
@@ -105,7 +154,7 @@ def test_a_failing_cell_does_not_stop_the_sweep(run_cli, tmp_path: Path, capsys)
     assert "2 cells: 1 completed, 0 skipped (already complete), 0 failed, 1 diverged" in capsys.readouterr().err
 
 
-def test_an_exception_records_failed_with_traceback(run_cli, tmp_path: Path, monkeypatch) -> None:
+def test_an_exception_records_failed_with_traceback(run_cli, tmp_path: Path, monkeypatch, capsys) -> None:
     from fishtune import train
 
     def boom(*args, **kwargs):
@@ -116,6 +165,7 @@ def test_an_exception_records_failed_with_traceback(run_cli, tmp_path: Path, mon
     (rec,) = records(tmp_path / "runs")
     assert rec["status"] == "failed" and "simulated crash" in rec["error"]
     assert "simulated crash" in (Path(rec["output_dir"]) / "traceback.txt").read_text()
+    assert f"(traceback: {Path(rec['output_dir']) / 'traceback.txt'})" in capsys.readouterr().err
 
 
 def test_cuda_oom_suggests_a_smaller_batch(run_cli, tmp_path: Path, monkeypatch, capsys) -> None:

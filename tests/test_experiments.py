@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose_run, records
+from conftest import GLUE, REPO, compose_run, records
 from fishtune.config import config_digest, validate
 from fishtune.plan import expand as plan_expand
 
@@ -263,8 +263,9 @@ def test_launcher_configs_compose() -> None:
 def test_launchers_run_cells_in_other_processes(run_cli, tmp_path: Path, capfd, launcher: list[str]) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    # two cells at once; max_seq_length=4 fails validation: the summary and the exit status say so
-    assert run_cli("-m", *launcher, *FAST[:2], "train.max_seq_length=32,4") == 1
+    # two cells at once; the second finds no data (a run-time error: a value that fails validation
+    # stops the sweep before any cell): the summary and the exit status say so
+    assert run_cli("-m", *launcher, *FAST[:3], f"data.dir={GLUE},{tmp_path / 'no-glue'}") == 1
     err = capfd.readouterr().err
     assert "2 cells (2 reported by other processes): 1 completed, 0 skipped (already complete), 1 failed" in err
     if "parallel" in launcher[0]:  # joblib workers write to the sweep's stderr: their log lines name the cell

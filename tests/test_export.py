@@ -96,3 +96,22 @@ def test_unmergeable_methods_say_so_in_one_line(runs, capsys, method: str, words
     assert main(["export", str(runs[method]), "--merge"]) == 1
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1 and not (runs[method] / "merged").exists()
+
+
+def test_an_out_that_is_a_file_or_a_broken_config_is_one_line(runs, capsys, tmp_path: Path) -> None:
+    import shutil
+
+    from fishtune.cli import main
+
+    a_file = tmp_path / "afile"
+    a_file.write_text("keep me")
+    assert main(["export", str(runs["lora"]), "--out", str(a_file)]) == 1
+    assert "is a file" in capsys.readouterr().err and a_file.read_text() == "keep me"
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["lora"], broken)
+    for text, words in (("method: [unclosed\n", "cannot be read as a run config"),
+                        ("", "no model, task and method sections")):
+        (broken / "config.yaml").write_text(text)
+        assert main(["export", str(broken)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -150,6 +150,27 @@ def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "no run folder" in capsys.readouterr().err
 
 
+def test_a_filter_matching_nothing_or_an_out_that_is_a_file_writes_nothing(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    _record(runs, task="rte", mask="fish", seed=1, score=70.0)
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    for flags, words in ((["--task", "RTE"], "--task RTE: no record"), (["--seed", "7"], "--seed 7: no record"),
+                         (["--table6-task", "sst-2"], "--table6-task sst-2: no complete run")):
+        assert _report(runs, out, *flags) == 2
+        err = capsys.readouterr().err
+        assert words in err and "nothing written" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the last report, untouched
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _report(empty, out) == 1 and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    assert _report(runs, a_file) == 2 and "is a file" in capsys.readouterr().err
+
+
 def test_runs_of_different_configs_are_separate_rows_never_seeds(tmp_path: Path) -> None:
     """Same tags, different lr: two rows labelled by the key that differs, one seed each."""
     runs = tmp_path / "runs"
@@ -451,9 +472,10 @@ def test_table6_is_one_task(tmp_path: Path) -> None:
     assert _report(runs, out) == 0
     t6 = _csv(out, "table6")
     assert list(t6.columns).count("sst2 acc mean") == 1 and "mrpc acc mean" not in t6.columns
+    # asked for by name, a task without runs is a typo or the wrong folder: one line, nothing written
     assert report_main(["--runs", str(runs), "--out", str(tmp_path / "t"), "--no-figures",
-                        "--table6-task", "cola"]) == 0
-    assert "No runs for this table." in (tmp_path / "t" / "table6.md").read_text()
+                        "--table6-task", "cola"]) == 2
+    assert not (tmp_path / "t").exists()
 
 
 def test_mask_anatomy_from_records_and_from_mask_files(tmp_path: Path) -> None:

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..errors import ConfigError
+from ..keys import Key, check_section, number, text
 
 # Parameter families a method may declare (names the records and the report use).
 FAMILIES = ("lora_A", "lora_B", "lora_magnitude", "adapter_down", "adapter_up", "adapter_norm",
@@ -73,49 +74,6 @@ class MethodSetup:
 # --- config schema -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Key:
-    """One `method.<key>`: `ok(value)` says whether a value is allowed, `expect` says what is."""
-
-    ok: Callable[[Any], bool]
-    expect: str
-
-
-def integer(low: int) -> Key:
-    return Key(lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
-
-
-def number(low: float, *, inclusive: bool = False, high: float | None = None) -> Key:
-    def ok(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return False
-        return (v >= low if inclusive else v > low) and (high is None or v < high)
-
-    bounds = f"{'>=' if inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
-    return Key(ok, f"a number {bounds}")
-
-
-def choice(*options: str) -> Key:
-    return Key(lambda v: v in options, "one of " + ", ".join(options))
-
-
-def flag() -> Key:
-    return Key(lambda v: isinstance(v, bool), "true or false")
-
-
-def names() -> Key:
-    return Key(lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0 and all(isinstance(x, str) for x in v),
-               "a non-empty list of module names")
-
-
-def text() -> Key:
-    return Key(lambda v: isinstance(v, str) and v != "", "a non-empty string")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 COMMON_KEYS: dict[str, Key] = {"name": text(), "tag": text(), "lr": number(0)}
 
 
@@ -146,18 +104,8 @@ def get_method(name: str) -> Method:
 def validate_method(cfg: DictConfig, where: str = "method") -> None:
     """One `ConfigError` line for an unknown method, a missing or unknown key, or a bad value."""
     method = get_method(cfg.get("name"))
-    allowed = {**COMMON_KEYS, **method.keys}
     cfg = OmegaConf.to_container(cfg, resolve=True)  # resolve each interpolation once, not per access
-    for key in cfg:
-        if key not in allowed:
-            raise ConfigError(f"unknown key {where}.{key} for method {method.name}; "
-                              f"its keys are: {', '.join(sorted(allowed))}")
-    for key, spec in allowed.items():
-        if key not in cfg:
-            raise ConfigError(f"{where}.{key} is missing (method {method.name} needs it)")
-        value = cfg[key]
-        if not spec.ok(value):
-            raise ConfigError(f"{where}.{key} must be {spec.expect}, got {value!r}")
+    check_section(cfg, {**COMMON_KEYS, **method.keys}, where, required=True, owner=f"method {method.name}")
 
 
 # --- applying a method ---------------------------------------------------------------------------

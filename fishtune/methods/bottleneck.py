@@ -16,7 +16,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from . import Method, MethodSetup, choice, number, register
+from ..keys import choice, number
+from . import Method, MethodSetup, register
 from ._adapterhub import ACTIVATIONS, attach, setup_from
 
 _NOT_MERGEABLE = ("{name} cannot be merged into the base weights (its bottleneck is non-linear); "

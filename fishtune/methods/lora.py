@@ -15,7 +15,8 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import FactorPair, Method, MethodSetup, extra_head_modules, head_modules, integer, names, number, register
+from ..keys import integer, names, number
+from . import FactorPair, Method, MethodSetup, extra_head_modules, head_modules, register
 
 LORA_KEYS = {"r": integer(1), "alpha": number(0), "scale": number(0), "dropout": number(0, inclusive=True, high=1),
              "target_modules": names()}

@@ -13,7 +13,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from . import Method, MethodSetup, choice, integer, number, register
+from ..keys import choice, integer, number
+from . import Method, MethodSetup, register
 from ._adapterhub import ACTIVATIONS, attach, setup_from
 
 PREFIX_KEYS = {"prefix_length": integer(1), "bottleneck_size": integer(1), "non_linearity": choice(*ACTIVATIONS),

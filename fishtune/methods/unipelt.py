@@ -18,7 +18,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from . import Method, MethodSetup, choice, flag, integer, number, register
+from ..keys import choice, flag, integer, number
+from . import Method, MethodSetup, register
 from ._adapterhub import ACTIVATIONS, attach, setup_from
 
 UNIPELT_KEYS = {"r": integer(1), "prefix_length": integer(1), "bottleneck_size": integer(1),

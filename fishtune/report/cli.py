@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..errors import FishtuneError
 from .ablation import ablation_figures, ablation_table
 from .anatomy import anatomy_figures, anatomy_table, run_shares, site_figures, site_share_table
 from .cells import CELL_NOTE, with_labels
@@ -48,6 +49,14 @@ def subset_note(subsets: dict[str, list[int]]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except FishtuneError as err:  # e.g. --out is a file, or the disk is full: one line
+        print(f"fishtune report: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fishtune report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="results/runs", help="folder searched for results.json (any depth)")
@@ -55,7 +64,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--task", action="append", help="only these tasks (repeatable)")
     parser.add_argument("--model", action="append", help="only these models (repeatable)")
     parser.add_argument("--seed", action="append", type=int, help="only these seeds (repeatable)")
-    parser.add_argument("--table6-task", default="sst2", help="the task of Table 6 (default: sst2)")
+    parser.add_argument("--table6-task", help="the task of Table 6 (default: sst2)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument("--include-test-models", action="store_true",
                         help="also tabulate random-init test models (never results)")
@@ -68,14 +77,33 @@ def main(argv: list[str]) -> int:
         print(f"fishtune report: error: no run folder {runs_root}; run `fishtune run` first or pass --runs",
               file=sys.stderr)
         return 2
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"fishtune report: error: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
     records = scan_records(runs_root, include_test_models=args.include_test_models)
     runs, others, listing = records.runs, records.others, records.listing
     for column, wanted in (("task", args.task), ("model", args.model), ("seed", args.seed)):
         if wanted:
+            found = set(listing[column].dropna())
+            unknown = [w for w in wanted if w not in found]
+            if unknown:  # a typo would otherwise report nothing, over the folder's last report
+                print(f"fishtune report: error: --{column} {', '.join(map(str, unknown))}: no record under "
+                      f"{runs_root} has it (found: {', '.join(map(str, sorted(found))) or 'none'}); nothing written",
+                      file=sys.stderr)
+                return 2
             runs = runs[runs[column].isin(wanted)] if not runs.empty else runs
             others = others[others[column].isin(wanted)] if not others.empty else others
             listing = listing[listing[column].isin(wanted) | listing[column].isna()]
-    out = Path(args.out)
+    table6_task = args.table6_task or "sst2"
+    if args.table6_task and (runs.empty or table6_task not in set(runs["task"])):
+        print(f"fishtune report: error: --table6-task {table6_task}: no complete run of that task "
+              f"(found: {', '.join(sorted(set(runs['task']))) if not runs.empty else 'none'}); nothing written",
+              file=sys.stderr)
+        return 2
+    if listing.empty:
+        print(f"fishtune report: error: no run records under {runs_root}; nothing written", file=sys.stderr)
+        return 1
     status_csv, status_md = status_tables(listing)  # written even when nothing is complete yet
     atomic_write_text(out / "runs_status.csv", status_csv.to_csv(lineterminator="\n"))
     atomic_write_text(out / "runs_status.md", status_md)
@@ -102,8 +130,8 @@ def main(argv: list[str]) -> int:
                     note="Times in seconds: warm-up and Fisher (the mask stage), training per epoch, whole run; "
                          "peak memory: host RSS and peak CUDA allocation (–: none); mask KiB: the mask's memory "
                          "during training. runs: complete runs averaged."),
-        write_table(out, "table6", *table6(runs, others, args.table6_task),
-                    title=f"Table 6: {args.table6_task} across models × methods × masks", note=CELL_NOTE),
+        write_table(out, "table6", *table6(runs, others, table6_task),
+                    title=f"Table 6: {table6_task} across models × methods × masks", note=CELL_NOTE),
     ]
     share = mask_share_table(runs)
     atomic_write_text(out / "mask_share.csv", share.to_csv(lineterminator="\n") if not share.empty else "")
