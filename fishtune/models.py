@@ -113,6 +113,21 @@ def _head_kwargs(task: TaskSpec) -> dict:
     return kwargs
 
 
+# model types whose position ids start after the padding id (so max_position_embeddings - pad - 1 fit)
+_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "mpnet"})
+
+
+def max_tokens(config) -> int | None:
+    """The longest input a model's absolute position embeddings cover; None where there is no such
+    bound (DeBERTa's relative positions, or no `max_position_embeddings`)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or config.model_type in ("deberta", "deberta-v2"):
+        return None
+    if config.model_type in _OFFSET_POSITIONS:
+        limit -= (config.pad_token_id or 0) + 1
+    return int(limit)
+
+
 def _tiny_model(model_cfg: DictConfig, task: TaskSpec) -> LoadedModel:
     """A small random-init BERT/RoBERTa for tests, with the shipped MiniLM WordPiece tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)), trust_remote_code=False)

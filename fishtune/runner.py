@@ -36,7 +36,7 @@ from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
-from .models import load_model, uses_token_type_ids
+from .models import load_model, max_tokens, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
@@ -83,6 +83,10 @@ def run_experiment(cfg: DictConfig) -> dict:
     seed_everything(cfg.seed)
     device, autocast = pick_device(cfg.train)
     loaded = load_model(cfg.model, task, seed=cfg.seed)
+    limit = max_tokens(loaded.model.config)
+    if limit is not None and cfg.train.max_seq_length > limit:  # would fail mid-run, in the position embeddings
+        raise ConfigError(f"train.max_seq_length={cfg.train.max_seq_length} is longer than the {limit} positions "
+                          f"{cfg.model.name} has; lower it")
     model_total = sum(p.numel() for p in loaded.model.parameters())  # before the method adds anything
     # mask.keep_match: the matched method config is counted on a fresh copy of this very model.
     base = copy.deepcopy(loaded.model) if cfg.mask.name != "none" and cfg.mask.get("keep_match") is not None else None

@@ -70,6 +70,7 @@ CASES = [
     (["method.r=abc"], ["cannot resolve the config"]),                       # method.alpha interpolates r
     (["+train.lrr=0.1"], ["unknown key train.lrr", "lr"]),                   # `+` adds a key nothing reads
     (["+foo=1"], ["unknown key config.foo"]),
+    (["train.max_seq_length=1000"], ["train.max_seq_length=1000", "514 positions"]),   # before anything is written
 ]
 
 

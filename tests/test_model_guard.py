@@ -213,3 +213,13 @@ def test_a_local_folder_that_does_not_load_is_not_blamed_on_the_hub(tmp_path: Pa
     with pytest.raises(ModelLoadError, match=r"from the folder .* must be a saved transformers model") as err:
         load_model(model_cfg(path=str(folder)), MRPC, seed=1)
     assert "Hub" not in str(err.value)
+
+
+def test_max_tokens_counts_roberta_positions_after_the_padding_id() -> None:
+    from transformers import BertConfig, DebertaV2Config, RobertaConfig
+
+    from fishtune.models import max_tokens
+
+    assert max_tokens(BertConfig(max_position_embeddings=512)) == 512
+    assert max_tokens(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512  # roberta-base
+    assert max_tokens(DebertaV2Config()) is None    # relative positions: no absolute bound
