@@ -147,6 +147,8 @@ def build_mask(model: nn.Module, method_params: list[str], mask_cfg: DictConfig,
     stats = fish.stats
     if mask_cfg.strategy != "random":
         stats["fisher_precision"] = "fp32"
+        # what the estimate summed over: mask.num_samples, or the whole split where it is smaller (WNLI: 635)
+        stats["fisher_examples"] = min(int(mask_cfg.num_samples), len(data))
     return MaskResult(fish, stats)
 
 

@@ -41,6 +41,7 @@ def test_reverse_reads_the_fish_runs_fisher_and_gets_the_mask_it_would_estimate(
     fish = next(r for r in runs if r["mask"] == "fish" and r["mask_stats"]["fisher_cache"]["hit"] is False)
     hits = [r for r in runs if r["mask_stats"]["fisher_cache"]["hit"]]
     assert len(hits) == 2 and all(r["status"] == "complete" for r in runs)
+    assert {r["mask_stats"]["fisher_examples"] for r in runs} == {16}   # mask.num_samples of the 48
     for rec in hits:
         entry = rec["mask_stats"]["fisher_cache"]
         assert entry["key"] == fish["mask_stats"]["fisher_cache"]["key"]

@@ -145,10 +145,11 @@ def test_cli_fish_run_writes_audit_files(run_cli, tmp_path: Path) -> None:
 
 
 def test_dora_fish_run_masks_the_magnitudes_too(run_cli, tmp_path: Path) -> None:
-    assert run_cli("method=dora", "mask=fish", "method.r=16", "mask.num_samples=16", "mask.warmup_steps=3",
+    assert run_cli("method=dora", "mask=fish", "method.r=16", "mask.num_samples=1000", "mask.warmup_steps=3",
                    "train.weight_decay=0.1") == 0
     (rec,) = records(tmp_path / "runs")
     assert rec["method"] == "dora" and rec["frozen_changed"] == 0
+    assert rec["mask_stats"]["fisher_examples"] == 48   # 1000 asked for, the training subset's 48 used
     assert set(rec["mask_stats"]["by_family"]) == {"lora_A", "lora_B", "lora_magnitude"}
     assert rec["trainable"]["peft_selected"] == rec["trainable"]["peft_total"] // 2
 
