@@ -533,6 +533,28 @@ def test_ablation_table_follows_the_one_key_that_varies(tmp_path: Path) -> None:
     assert set(warm["n"]) == {2} and set(warm["series"]) == {"minilm-l6 / lora / fish"}
 
 
+def test_ablation_values_are_paired_with_the_shipped_default_over_matched_seeds(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for steps, scores in ((0, [70.0, 73.0, 71.0]), (50, [75.0, 74.0, 77.0]), (200, [76.0, 74.5])):
+        for seed, score in enumerate(scores, start=1):
+            _record(runs, task="mrpc", mask="fish", seed=seed, score=score, config={"mask.warmup_steps": steps},
+                    folder_name=f"w{steps}-{seed}")
+    for ratio in (0.5, 0.25):   # the budget: no shipped default for mask.kept, so no paired line
+        _record(runs, task="mrpc", mask="fish", seed=1, score=70.0, config={"mask.keep_ratio": ratio},
+                selected=int(200 * ratio), folder_name=f"k{ratio}")
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    paired = pd.read_csv(out / "paired_ablation.csv")
+    assert list(paired["key"]) == ["mask.warmup_steps"] * 2 and list(paired["value"]) == [0, 200]
+    assert set(paired["default"]) == {50}
+    low = paired.iloc[0]   # 0 − 50 on seeds 1..3: -5, -1, -6
+    assert (low["n"], low["mean_diff"], low["seeds"], low["per_seed"]) == (3, -4.0, "1,2,3", "-5.00, -1.00, -6.00")
+    assert low["ci95_low"] == pytest.approx(-4.0 - 4.302653 * math.sqrt(7) / math.sqrt(3), abs=1e-3)
+    high = paired.iloc[1]  # 200 has seeds 1 and 2 only: +1, +0.5
+    assert (high["n"], high["mean_diff"], high["seeds"]) == (2, 0.75, "1,2")
+    assert "+0.75 [" in (out / "paired_ablation.md").read_text()
+
+
 def test_the_budget_is_one_ablation_axis_however_it_was_asked_for(tmp_path: Path) -> None:
     """keep_match (Table 3 at r=8's and r=1's counts) and keep_ratio (the keep ablation) cells join one
     curve over `mask.kept`, the fraction of the candidates selected."""

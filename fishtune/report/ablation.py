@@ -14,6 +14,12 @@ The budget is one axis however it was asked for. A masked row's `mask.keep_ratio
 fraction of its candidates the mask selected (trainable / candidates, 4 significant digits), so
 Table 3's FISH cell at r=8's count (kept 0.5, set by `keep_match`), its r=1 cell (0.0625) and the
 keep-ratio ablation's cells (0.25 .. 0.001, set by `keep_ratio`) are one curve.
+
+Paired against the default (`ablation_paired`): where a series holds the value the shipped configs
+give the key (`mask.warmup_steps` 50, `mask.num_samples` 1024, `mask.scope` global, `mask.labels`
+empirical, ...: `shipped_defaults`), each other value's runs are paired with the default's on the
+same task and seed, value − default, with the mean, a 95% t interval over seeds and n (as
+`pairs.paired_differences`). A key without a shipped default (`mask.kept`) gets no paired lines.
 """
 
 from __future__ import annotations
@@ -49,15 +55,12 @@ def _rest(row: Any, key: str) -> tuple:
             *sorted((k, str(v)) for k, v in row.ablation_config.items() if k != key and not k.endswith(".tag")))
 
 
-def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table: key, series, task, value, mean, std, n (one line per point of every series)."""
-    columns = ["key", "series", "task", "value", "mean", "std", "n"]
-    if runs.empty:
-        return pd.DataFrame(columns=columns)
+def _series(runs: pd.DataFrame) -> list[tuple[str, str, list]]:
+    """(key, series label, member rows) for every key and series of two or more values, in order."""
     rows = runs.drop_duplicates("config")[["config", "model", "method", "kind", "row_config", "trainable", "peft_total"]]
     rows = rows.assign(ablation_config=[_ablation_config(row) for row in rows.itertuples(index=False)])
     keys = sorted({k for c in rows["ablation_config"] for k in c if not k.endswith(".tag")})
-    lines = []
+    found = []
     for key in keys:
         series: dict[tuple, list] = {}
         for row in rows.itertuples(index=False):
@@ -66,14 +69,24 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
         series = {rest: members for rest, members in series.items()
                   if len({str(m.ablation_config[key]) for m in members}) > 1}
         labels = _series_labels(series)
-        for rest, members in sorted(series.items(), key=lambda item: labels[item[0]]):
-            for member in members:
-                for task, g in runs[runs["config"] == member.config].groupby("task", sort=True):
-                    scores = g["score"].astype(float)
-                    lines.append({"key": key, "series": labels[rest], "task": task,
-                                  "value": member.ablation_config[key], "mean": round(float(scores.mean()), 4),
-                                  "std": round(float(scores.std(ddof=1)), 4) if len(scores) > 1 else math.nan,
-                                  "n": int(g["seed"].nunique())})
+        found += [(key, labels[rest], members) for rest, members in sorted(series.items(), key=lambda i: labels[i[0]])]
+    return found
+
+
+def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: key, series, task, value, mean, std, n (one line per point of every series)."""
+    columns = ["key", "series", "task", "value", "mean", "std", "n"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    lines = []
+    for key, label, members in _series(runs):
+        for member in members:
+            for task, g in runs[runs["config"] == member.config].groupby("task", sort=True):
+                scores = g["score"].astype(float)
+                lines.append({"key": key, "series": label, "task": task,
+                              "value": member.ablation_config[key], "mean": round(float(scores.mean()), 4),
+                              "std": round(float(scores.std(ddof=1)), 4) if len(scores) > 1 else math.nan,
+                              "n": int(g["seed"].nunique())})
     table = pd.DataFrame(lines, columns=columns)
     # a series that has one value on a task is no curve there (Table 3's other tasks at r=8's count only)
     curves = table.groupby(["key", "series", "task"])["value"].transform(lambda v: v.astype(str).nunique() > 1)
@@ -83,6 +96,57 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     table["sort"] = table["value"].map(_sort_key)
     table = table.sort_values(["key", "task", "series", "sort"], kind="stable")
     return table.drop(columns="sort").reset_index(drop=True)
+
+
+def shipped_defaults() -> dict[str, str]:
+    """{key: value as text} of the literal values of the shipped `mask/fish.yaml` and
+    `train/default.yaml` (interpolations, such as `train.lr: ${method.lr}`, left out)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    defaults = {}
+    for section, name in (("mask", "mask/fish.yaml"), ("train", "train/default.yaml")):
+        values = OmegaConf.to_container(OmegaConf.create(files("fishtune.configs").joinpath(name).read_text()))
+        defaults.update({f"{section}.{k}": str(v) for k, v in values.items()
+                         if not isinstance(v, (dict, list)) and not str(v).startswith("${")})
+    return defaults
+
+
+def ablation_paired(runs: pd.DataFrame, defaults: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(csv, shown): every value of a series − the series' default value, per task over matched seeds."""
+    from .pairs import _fmt, _signed, t_interval
+
+    columns = ["key", "series", "task", "value", "default", "n", "mean_diff", "ci95_low", "ci95_high", "seeds",
+               "per_seed"]
+    defaults = shipped_defaults() if defaults is None else defaults
+    lines = []
+    scores = dict(zip(zip(runs["config"], runs["task"], runs["seed"]), runs["score"])) if not runs.empty else {}
+    for key, label, members in (_series(runs) if not runs.empty else []):
+        if key not in defaults:
+            continue
+        reference = [m for m in members if str(m.ablation_config[key]) == defaults[key]]
+        if len(reference) != 1:
+            continue
+        (ref,) = reference
+        for member in sorted((m for m in members if m is not ref), key=lambda m: _sort_key(m.ablation_config[key])):
+            for task in sorted({t for (c, t, _) in scores if c == member.config}):
+                seeds = sorted(s for (c, t, s) in scores if c == member.config and t == task
+                               and (ref.config, task, s) in scores)
+                if not seeds:
+                    continue
+                diffs = [scores[(member.config, task, s)] - scores[(ref.config, task, s)] for s in seeds]
+                mean, low, high = t_interval(diffs)
+                lines.append({"key": key, "series": label, "task": task, "value": member.ablation_config[key],
+                              "default": ref.ablation_config[key], "n": len(seeds), "mean_diff": round(mean, 4) or 0.0,
+                              "ci95_low": round(low, 4) or 0.0, "ci95_high": round(high, 4) or 0.0,
+                              "seeds": ",".join(map(str, seeds)), "per_seed": ", ".join(_signed(d) for d in diffs)})
+    csv = pd.DataFrame(lines, columns=columns)
+    shown = csv[["key", "series", "task", "value", "default"]].copy()
+    shown["value − default (95% t CI over seeds)"] = [_fmt(m, lo, hi, n) for m, lo, hi, n in
+                                                      zip(csv["mean_diff"], csv["ci95_low"], csv["ci95_high"], csv["n"])]
+    shown["per seed"] = csv["per_seed"]
+    return csv, shown.set_index("key")
 
 
 def _series_labels(series: dict[tuple, list]) -> dict[tuple, str]:

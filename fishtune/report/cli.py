@@ -2,7 +2,8 @@
 
 Outputs (in --out): table1 (methods × GLUE metrics), table3 (contrastive study by budget), table5
 (cost), table6 (one task across models, --table6-task), paired (FISH − vanilla/random/reverse over
-matched seeds, 95% t CI), mask_share.csv, mask_anatomy.csv, ablation.csv, runs_status (every record
+matched seeds, 95% t CI), mask_share.csv, mask_anatomy.csv, ablation.csv, paired_ablation (each
+ablated value − the shipped default, over matched seeds), runs_status (every record
 and its status), tables.md (all tables), and the figures convergence_*, mask_anatomy_*, ablation_*.
 The same records always give byte-identical files, and rerunning into the same --out leaves exactly
 the files a fresh folder would get: a figure whose config or task is gone from the records is deleted
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..errors import FishtuneError
-from .ablation import ablation_figures, ablation_table
+from .ablation import ablation_figures, ablation_paired, ablation_table
 from .anatomy import anatomy_figures, anatomy_table, run_shares, site_figures, site_share_table
 from .cells import CELL_NOTE, with_labels
 from .cost import cost_table
@@ -144,6 +145,13 @@ def _main(argv: list[str]) -> int:
     atomic_write_text(out / "mask_sites.csv", sites.to_csv(index=False, lineterminator="\n"))
     ablations = ablation_table(runs)
     atomic_write_text(out / "ablation.csv", ablations.to_csv(index=False, lineterminator="\n"))
+    sections.append(write_table(
+        out, "paired_ablation", *ablation_paired(runs), title="Ablations: each value − the default, over matched seeds",
+        note="Where an ablation's series holds the value the shipped configs give its key (mask/fish.yaml, "
+             "train/default.yaml: e.g. mask.warmup_steps 50, mask.num_samples 1024, mask.scope global), each other "
+             "value's runs are paired with the default's on the same task and seed: value − default, the mean, a 95% "
+             "t interval over seeds (mean ± t(0.975, n−1)·s/√n) and n, and each seed's difference. Keys without a "
+             "shipped default (mask.kept, the budget) have no lines here; ablation.csv has every point."))
     sections.append(status_md)
     atomic_write_text(out / "tables.md", "\n\n".join(s.rstrip("\n") for s in sections) + "\n")
 
@@ -154,7 +162,7 @@ def _main(argv: list[str]) -> int:
         for path in remove_stale_figures(out, figures):
             log.info("removed %s (no longer made from these records)", path)
     print((out / "table1.md").read_text(encoding="utf-8"))
-    print(f"{len(runs)} complete runs ({len(listing)} records) -> {out}/: table1, table3, table5, table6, paired "
-          f"(.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, mask_sites.csv, ablation.csv, runs_status.csv/.md, tables.md, "
+    print(f"{len(runs)} complete runs ({len(listing)} records) -> {out}/: table1, table3, table5, table6, paired, "
+          f"paired_ablation (.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, mask_sites.csv, ablation.csv, runs_status.csv/.md, tables.md, "
           f"{len(figures)} figure files")
     return 0
