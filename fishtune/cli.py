@@ -117,7 +117,7 @@ def _run(args: list[str]) -> int:
 def _bad_cell(overrides: list[str]) -> str | None:
     """The first cell of the sweep whose config fails `validate`, as one line; None if every cell passes.
     Checked before any cell runs (a bad value in a late cell of a 96-cell grid would surface hours
-    in); ~0.1 s a cell. What cannot be composed is left to Hydra, which reports it itself."""
+    in); ~0.1–0.25 s a cell. What cannot be composed is left to Hydra, which reports it itself."""
     from .config import validate
     from .errors import FishtuneError
     from .plan import compose, expand
