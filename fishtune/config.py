@@ -77,9 +77,10 @@ def validate(cfg: DictConfig) -> None:
     from .tasks import get_task
 
     keep_match = cfg.mask.get("keep_match") if cfg.mask.get("name") != "none" else None
+    matched = None
     if keep_match is not None:   # first: the mask tag interpolates it, so resolving would fail on it
         try:
-            method_config(keep_match)
+            matched = method_config(keep_match)
         except ConfigError as err:
             raise ConfigError(f"mask.keep_match: {err}") from None
     try:
@@ -103,12 +104,8 @@ def validate(cfg: DictConfig) -> None:
     check_section(k, MASK_KEYS, "mask")  # a vanilla cell may carry its pair's mask keys: unused, but typed
     if k["name"] == "none":
         return
-    if k.get("keep_match") is not None:
+    if matched is not None:
         _check(k.get("keep") is None, "mask.keep and mask.keep_match both set the budget; set one of them")
-        try:
-            matched = method_config(cfg.mask.keep_match)
-        except ConfigError as err:
-            raise ConfigError(f"mask.keep_match: {err}") from None
         validate_method(matched, where="mask.keep_match")
     _check(not (k.get("live") and k.get("scope") != "global"), "mask.live=true needs mask.scope=global")
 

@@ -115,7 +115,7 @@ def shipped_defaults() -> dict[str, str]:
 
 def ablation_paired(runs: pd.DataFrame, defaults: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(csv, shown): every value of a series − the series' default value, per task over matched seeds."""
-    from .pairs import _fmt, _signed, t_interval
+    from .pairs import format_difference, paired_stats
 
     columns = ["key", "series", "task", "value", "default", "n", "mean_diff", "ci95_low", "ci95_high", "seeds",
                "per_seed"]
@@ -135,16 +135,12 @@ def ablation_paired(runs: pd.DataFrame, defaults: dict[str, str] | None = None) 
                                and (ref.config, task, s) in scores)
                 if not seeds:
                     continue
-                diffs = [scores[(member.config, task, s)] - scores[(ref.config, task, s)] for s in seeds]
-                mean, low, high = t_interval(diffs)
+                diffs = {s: scores[(member.config, task, s)] - scores[(ref.config, task, s)] for s in seeds}
                 lines.append({"key": key, "series": label, "task": task, "value": member.ablation_config[key],
-                              "default": ref.ablation_config[key], "n": len(seeds), "mean_diff": round(mean, 4) or 0.0,
-                              "ci95_low": round(low, 4) or 0.0, "ci95_high": round(high, 4) or 0.0,
-                              "seeds": ",".join(map(str, seeds)), "per_seed": ", ".join(_signed(d) for d in diffs)})
+                              "default": ref.ablation_config[key], **paired_stats(diffs)})
     csv = pd.DataFrame(lines, columns=columns)
     shown = csv[["key", "series", "task", "value", "default"]].copy()
-    shown["value − default (95% t CI over seeds)"] = [_fmt(m, lo, hi, n) for m, lo, hi, n in
-                                                      zip(csv["mean_diff"], csv["ci95_low"], csv["ci95_high"], csv["n"])]
+    shown["value − default (95% t CI over seeds)"] = [format_difference(line) for _, line in csv.iterrows()]
     shown["per seed"] = csv["per_seed"]
     return csv, shown.set_index("key")
 

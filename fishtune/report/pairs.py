@@ -118,8 +118,7 @@ def paired_differences(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                "collapsed_runs"]
     csv = pd.DataFrame(lines, columns=columns)
     shown = csv[["comparison", "fish", "partner", "task"]].copy()
-    shown["FISH − partner (95% t CI over seeds)"] = [_fmt(m, lo, hi, n) for m, lo, hi, n in
-                                                     zip(csv["mean_diff"], csv["ci95_low"], csv["ci95_high"], csv["n"])]
+    shown["FISH − partner (95% t CI over seeds)"] = [format_difference(line) for _, line in csv.iterrows()]
     shown["seeds"] = csv["seeds"]
     shown["per seed"] = csv["per_seed"]
     return csv, shown.set_index("comparison")
@@ -132,13 +131,24 @@ def _line(fish: str, kind: str, partner: str, task: str, diffs: dict[int, float]
         return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": 0,
                 "mean_diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "seeds": "", "per_seed": "",
                 "collapsed_runs": 0}
-    mean, low, high = t_interval([diffs[s] for s in sorted(diffs)])
-    return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task, "n": len(diffs),
-            "mean_diff": round(mean, 4) or 0.0, "ci95_low": round(low, 4) or 0.0, "ci95_high": round(high, 4) or 0.0,
-            "seeds": ",".join(str(s) for s in sorted(diffs)),
-            "per_seed": ", ".join(_signed(diffs[s]) + _collapse_mark(*sides.get(s, (False, False)), kind)
-                                  for s in sorted(diffs)),
-            "collapsed_runs": sum(a + b for a, b in sides.values())}
+    marks = {s: _collapse_mark(*sides.get(s, (False, False)), kind) for s in diffs}
+    return {"comparison": f"FISH − {kind}", "fish": fish, "partner": partner, "task": task,
+            **paired_stats(diffs, marks), "collapsed_runs": sum(a + b for a, b in sides.values())}
+
+
+def paired_stats(diffs: dict[int, float], marks: dict[int, str] | None = None) -> dict:
+    """n, mean_diff, ci95_low/high (95% t, 4 decimals), seeds and per_seed (each seed's difference,
+    then its mark) of one set of per-seed differences (at least one)."""
+    seeds = sorted(diffs)
+    mean, low, high = t_interval([diffs[s] for s in seeds])
+    return {"n": len(seeds), "mean_diff": round(mean, 4) or 0.0, "ci95_low": round(low, 4) or 0.0,
+            "ci95_high": round(high, 4) or 0.0, "seeds": ",".join(str(s) for s in seeds),
+            "per_seed": ", ".join(_signed(diffs[s]) + (marks or {}).get(s, "") for s in seeds)}
+
+
+def format_difference(line: pd.Series | dict) -> str:
+    """A line's mean difference, interval and n as a table shows it (`+1.62 [-2.22, +5.47] (n=3)`)."""
+    return _fmt(line["mean_diff"], line["ci95_low"], line["ci95_high"], line["n"])
 
 
 def _collapse_mark(fish: bool, partner: bool, kind: str) -> str:
