@@ -81,21 +81,31 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _run(args: list[str]) -> int:
+def _run(args: list[str], *, checked: bool = False) -> int:
     import hydra
 
+    from .errors import ConfigError
+    from .plan import split_experiments
+
+    multirun = [a for a in args if a in ("-m", "--multirun")]
+    try:
+        experiments = split_experiments([a for a in args if a not in multirun])
+    except ConfigError as err:
+        print(f"fishtune: error: {err}", file=sys.stderr)
+        return 2
+    if multirun and len(experiments) > 1:
+        return _run_each(multirun, experiments)
     global _LAUNCHER
     _LAUNCHER = True
     _quiet_libraries()
     OUTCOMES.clear()
-    multirun = [a for a in args if a in ("-m", "--multirun")]
     elsewhere = _outcome_folder() if multirun else None
     report = [f"++hydra.job.env_set.{OUTCOME_ENV}='{os.getpid()}:{elsewhere}'"] if elsewhere else []
     # The override goes first: argparse takes the overrides as one positional list, which must not
     # come after flags such as `--cfg job`.
     sys.argv = ["fishtune run", *multirun, *report, *(a for a in args if a not in multirun)]
     app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
-    if multirun and (problem := _bad_cell([a for a in args if a not in multirun])):
+    if multirun and not checked and (problem := _bad_cell([a for a in args if a not in multirun])):
         print(f"fishtune: error: {problem}", file=sys.stderr)
         return 2
     if not multirun and any(a.startswith("experiment=") for a in args):
@@ -114,31 +124,44 @@ def _run(args: list[str]) -> int:
     return _summarise(OUTCOMES + remote, multirun=bool(multirun), elsewhere=len(remote))
 
 
+def _run_each(multirun: list[str], experiments: list[list[str]]) -> int:
+    """`fishtune run -m experiment=a,b`: each experiment's grid in turn, every cell of every grid
+    checked before any runs; a failed cell stops neither its grid nor the next (exit status 1)."""
+    for overrides in experiments:
+        if problem := _bad_cell(overrides):
+            print(f"fishtune: error: {_experiment_of(overrides)}: {problem}", file=sys.stderr)
+            return 2
+    codes = []
+    for number, overrides in enumerate(experiments, 1):
+        print(f"fishtune: {_experiment_of(overrides)} ({number} of {len(experiments)})", file=sys.stderr)
+        codes.append(_run([*multirun, *overrides], checked=True))
+    return max(codes)
+
+
+def _experiment_of(overrides: list[str]) -> str:
+    return next(o for o in overrides if o.startswith("experiment="))
+
+
 def _bad_cell(overrides: list[str]) -> str | None:
     """The first cell of the sweep whose config fails `validate`, as one line; None if every cell passes.
     Checked before any cell runs (a bad value in a late cell of a 96-cell grid would surface hours
     in); ~0.1–0.25 s a cell. What cannot be composed is left to Hydra, which reports it itself."""
     from .config import validate
     from .errors import FishtuneError
-    from .plan import compose, expand
+    from .plan import composed_cells
 
     if any(a.startswith("-") for a in overrides):  # --cfg, --help, ...: Hydra's own
         return None
     try:
-        cells = expand(overrides)
-    except FishtuneError:
+        for number, (cell, cfg) in enumerate(composed_cells(overrides)):
+            try:
+                validate(cfg)
+            except FishtuneError as err:
+                fixed = {o.partition("=")[0] for o in overrides if "," not in o}   # keys not swept
+                own = " ".join(o for o in cell if o.partition("=")[0] not in fixed)
+                return f"cell #{number}{f' ({own})' if own else ''}: {err}; no cell was run"
+    except FishtuneError:  # cannot be expanded or composed: Hydra says why when it tries
         return None
-    for number, cell in enumerate(cells):
-        try:
-            cfg = compose(cell)
-        except FishtuneError:
-            return None
-        try:
-            validate(cfg)
-        except FishtuneError as err:
-            fixed = {o.partition("=")[0] for o in overrides if "," not in o}   # keys not swept
-            own = " ".join(o for o in cell if o.partition("=")[0] not in fixed)
-            return f"cell #{number}{f' ({own})' if own else ''}: {err}; no cell was run"
     return None
 
 

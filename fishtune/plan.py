@@ -28,11 +28,15 @@ import argparse
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, FishtuneError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 RUNTIMES = {"cpu-fp32": {"device": "cpu", "precision": "fp32"},
             "cuda-bf16": {"device": "cuda", "precision": "bf16"},
@@ -82,6 +86,13 @@ def compose(overrides: list[str], *, hydra: bool = False):
         raise ConfigError(f"cannot compose {' '.join(overrides) or 'the default config'}: {err}") from err
 
 
+def composed_cells(overrides: list[str]) -> Iterator[tuple[list[str], DictConfig]]:
+    """Each cell of the sweep (its overrides) with its composed run config, in sweep order; composed one
+    at a time, so a caller that stops at the first bad cell composes no more."""
+    for cell in expand(overrides):
+        yield cell, compose(cell)
+
+
 def runtime_of(train_cfg, forced: str | None) -> dict[str, str]:
     """The device type and precision the cell's folder is named by (see the module docstring)."""
     import torch
@@ -102,8 +113,7 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
     from .record import RECORD_NAME, read_record
 
     cells = []
-    for cell in expand(overrides):
-        cfg = compose(cell)
+    for cell, cfg in composed_cells(overrides):
         validate(cfg)
         folder = run_dir(cfg, runtime=runtime_of(cfg.train, runtime))
         try:
@@ -162,12 +172,27 @@ def _time_line(cells: list[Cell], reference: list[Cell]) -> str | None:
             + (f"; {unknown} cell(s) with no timed complete cell of their task, not counted" if unknown else ""))
 
 
-def _split_experiments(overrides: list[str]) -> list[list[str]]:
-    """`experiment=a,b` plans a and b in turn (each with its own sweep params); else one plan."""
+def split_experiments(overrides: list[str]) -> list[list[str]]:
+    """`experiment=a,b` as one list of overrides per experiment file (each sweeps its own
+    `hydra.sweeper.params`), else `[overrides]`.
+
+    Hydra itself would not do this: it composes a multirun's primary config without its sweep
+    overrides, so `fishtune run -m experiment=a,b` would take the sweep params of neither file and run
+    one cell per file. `experiment=[a,b]` (a list) would merge the files into one config whose grid is
+    neither's; it is refused.
+    """
     for i, override in enumerate(overrides):
         key, _, value = override.partition("=")
-        if key == "experiment" and "," in value:
-            return [[*overrides[:i], f"experiment={name}", *overrides[i + 1:]] for name in value.split(",")]
+        if key != "experiment":
+            continue
+        if value.startswith("[") or "(" in value:
+            raise ConfigError(f"{override}: name experiment files as experiment=NAME, or experiment=a,b to run "
+                              "(or plan) each one's grid in turn")
+        names = [name.strip() for name in value.split(",")]
+        if len(names) > 1:
+            if "" in names or len(set(names)) < len(names):
+                raise ConfigError(f"{override}: an empty or repeated experiment name")
+            return [[*overrides[:i], f"experiment={name}", *overrides[i + 1:]] for name in names]
     return [overrides]
 
 
@@ -196,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     plans = []
     try:
-        for overrides in _split_experiments(args.overrides):
+        for overrides in split_experiments(args.overrides):
             plans.append((overrides, plan(overrides, runtime=args.runtime)))
     except FishtuneError as err:
         print(f"fishtune plan: error: {err}", file=sys.stderr)

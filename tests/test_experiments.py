@@ -180,6 +180,35 @@ def test_a_finished_sweep_rerun_trains_nothing(run_cli, tmp_path: Path, capsys) 
     assert _snapshot(tmp_path / "runs") == before
 
 
+@pytest.mark.slow  # three tiny cells (~5-10 s)
+def test_run_m_with_two_experiments_runs_each_grid_in_turn(run_cli, tmp_path: Path, capsys) -> None:
+    """Hydra alone composes a multirun's primary config without its sweep overrides, so
+    `experiment=a,b` would run one base cell per file; fishtune runs each file's own grid."""
+    sweep = ["-m", "experiment=table3_cpu,table3_cpu_r1", "mask=none", "task=mrpc", "seed=1", *FAST]
+    assert run_cli(*sweep) == 0
+    err = capsys.readouterr().err
+    assert "fishtune: experiment=table3_cpu (1 of 2)" in err and "fishtune: experiment=table3_cpu_r1 (2 of 2)" in err
+    assert sorted(r["method_tag"] for r in records(tmp_path / "runs")) == ["lora-r1", "lora-r8"]
+    # every grid is checked before any runs: a bad cell in the second file stops both
+    assert run_cli("-m", "experiment=table3_cpu,table3_cpu_r1", "task=mrpc", "seed=1", "train.lr=0", *FAST) == 2
+    assert capsys.readouterr().err.startswith("fishtune: error: experiment=table3_cpu: cell #0")
+    assert len(records(tmp_path / "runs")) == 2
+
+
+@pytest.mark.parametrize("bad", ["experiment=[table3_cpu,table3_cpu_r1]", "experiment=table3_cpu,,table3_cpu_r1",
+                                 "experiment=table3_cpu,table3_cpu", "experiment=glob(table*)"])
+def test_a_list_or_malformed_experiment_sweep_is_refused_in_one_line(run_cli, tmp_path: Path, capsys,
+                                                                     bad: str) -> None:
+    """`experiment=[a,b]` would merge the files into one config whose grid is neither's."""
+    from fishtune.plan import main as plan_main
+
+    assert run_cli("-m", bad) == 2 and run_cli(bad) == 2
+    assert plan_main([bad]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(bad in line for line in err), err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, capsys) -> None:
     """`fishtune plan` expands a sweep as `fishtune run -m` does and reads each cell's record."""
     from fishtune.plan import main as plan_main
