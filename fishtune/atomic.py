@@ -47,6 +47,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except OSError as err:
         _remove_quietly(tmp)
         raise FishtuneError(f"cannot write {path}: {err.strerror or err}") from err
+    except FishtuneError:
+        _remove_quietly(tmp)
+        raise
+    except Exception as err:  # torch.save and safetensors wrap a full disk in their own errors
+        _remove_quietly(tmp)
+        raise FishtuneError(f"cannot write {path}: {type(err).__name__}: {err}") from err
     except BaseException:
         _remove_quietly(tmp)
         raise

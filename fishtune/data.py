@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fishtune.errors import ConfigError, DataError
 from fishtune.tasks import TaskSpec
 
@@ -38,12 +40,18 @@ class Example:
     label: int | float
 
 
-def examples_digest(examples: list[Example]) -> str:
+def examples_digest(examples: list[Example], *, legacy: bool = False) -> str:
     """16 hex digits of SHA-256 over the examples' texts and labels, in order: the same data read
-    from a TSV copy or the Hub gives the same digest, an edited file another."""
+    from a TSV copy or the Hub gives the same digest, an edited file another.
+
+    A regression label is hashed at float32 precision, the precision training reads it at: the Hub
+    stores STS-B's scores as float32 (2.4 comes back as 2.4000000953674316) where the TSV has the
+    decimal. `legacy=True`: the digest before that (labels as read), which older records carry.
+    """
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.text_a, e.text_b, e.label], ensure_ascii=False).encode())
+        label = e.label if legacy or not isinstance(e.label, float) else float(np.float32(e.label))
+        h.update(json.dumps([e.text_a, e.text_b, label], ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()[:16]
 
@@ -165,9 +173,9 @@ class _TsvRows:
         with self.path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             if self.has_header:
-                header = next(reader, [])
+                header = next((row for row in reader if row), [])  # blank lines before it are skipped
                 self.line = reader.line_num + 1
-                yield 1, header
+                yield reader.line_num or 1, header
             for row in reader:
                 self.line = reader.line_num + 1
                 if row:
@@ -176,7 +184,7 @@ class _TsvRows:
 
 def _parse_rows(fmt: _LocalFormat, path: Path, rows: Iterator[tuple[int, list[str]]]) -> list[Example]:
     """Turn TSV rows into Examples, using the header (or fixed columns) to find fields."""
-    columns = fmt.fixed_columns or _check_header(fmt, path, next(rows)[1])
+    columns = fmt.fixed_columns or _check_header(fmt, path, *next(rows))
     text_idx = [columns.index(name) for name in fmt.text_columns]
     label_idx = columns.index(fmt.label_column)
     examples = []
@@ -191,8 +199,8 @@ def _parse_rows(fmt: _LocalFormat, path: Path, rows: Iterator[tuple[int, list[st
     return examples
 
 
-def _check_header(fmt: _LocalFormat, path: Path, header: list[str]) -> tuple[str, ...]:
-    """Return the header's column names, or fail if a required column is missing."""
+def _check_header(fmt: _LocalFormat, path: Path, line: int, header: list[str]) -> tuple[str, ...]:
+    """Return the header's column names, or fail if a required column is missing or repeated."""
     if not header:
         raise DataError(f"{path}: no data rows (empty split; not even a header line)")
     names = tuple(name.strip() for name in header)
@@ -200,9 +208,13 @@ def _check_header(fmt: _LocalFormat, path: Path, header: list[str]) -> tuple[str
     missing = [name for name in required if name not in names]
     if missing:
         raise DataError(
-            f"{path}, line 1: wrong header: missing column(s) {', '.join(map(repr, missing))}; "
+            f"{path}, line {line}: wrong header: missing column(s) {', '.join(map(repr, missing))}; "
             f"expected columns {', '.join(map(repr, required))} (found {', '.join(map(repr, names))})"
         )
+    repeated = [name for name in required if names.count(name) > 1]
+    if repeated:
+        raise DataError(f"{path}, line {line}: wrong header: column(s) {', '.join(map(repr, repeated))} appear "
+                        "more than once, so which one holds the data is ambiguous")
     return names
 
 

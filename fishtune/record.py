@@ -30,6 +30,7 @@ class RunRecord:
     def __init__(self, folder: Path, data: dict[str, Any]):
         self.path = Path(folder) / RECORD_NAME
         self.data = data
+        self.saved_status: str | None = None  # the status on disk after the last save that returned
 
     def update(self, **fields: Any) -> "RunRecord":
         self.data.update(fields)
@@ -38,16 +39,23 @@ class RunRecord:
     def save(self) -> None:
         self.data["updated_at"] = now()
         atomic_write_json(self.path, self.data)
+        self.saved_status = self.data.get("status")
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at `path`, or None if there is none; a damaged one is an error naming the file."""
+    """The record at `path`, or None if there is none; a damaged one (or JSON that is not an object)
+    is an error naming the file."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FishtuneError(f"cannot read run record {path}: {err}") from err
+    if not isinstance(record, dict):
+        kind = "null" if record is None else "an array" if isinstance(record, list) else "a bare value"
+        raise FishtuneError(f"{path} holds {kind}, not a fishtune run record (a JSON object); move it away "
+                            "(nothing was changed)")
+    return record
 
 
 def now() -> str:

@@ -74,8 +74,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     check_unlocked(folder)  # another live process writes there: stop now, touching nothing
     task = get_task(cfg.task.name)
     train_ex, eval_ex = _load_data(cfg, task)  # (seeded subsets: no global RNG) before a skip: it must be this data's
-    data = {"train": examples_digest(train_ex), **{s: examples_digest(ex) for s, ex in eval_ex.items()}}
-    existing = _read_own_record(cfg, runtime, folder, data)
+    data = _digests(train_ex, eval_ex)
+    existing = _read_own_record(cfg, runtime, folder, data, legacy=_digests(train_ex, eval_ex, legacy=True))
     if existing and existing.get("status") == "complete" and cfg.train.resume:
         return _skipped(folder, existing)
 
@@ -128,12 +128,20 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, data: dict[str, str]) -> dict | None:
+def _digests(train_ex: list[Example], eval_ex: dict[str, list[Example]], *, legacy: bool = False) -> dict[str, str]:
+    """The record's `data_sha256`: each split's `examples_digest`."""
+    return {"train": examples_digest(train_ex, legacy=legacy),
+            **{split: examples_digest(ex, legacy=legacy) for split, ex in eval_ex.items()}}
+
+
+def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, data: dict[str, str], *,
+                     legacy: dict[str, str] | None = None) -> dict | None:
     """The folder's record, refusing one that resuming or skipping would credit to this command:
     one of another configuration (only an explicit `output_dir` can hold one: a folder fishtune
     names carries its config's digest), or a run on other data (`data_sha256`: the data files
     changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere).
-    Records older than either digest pass that check."""
+    Records older than either digest pass that check; records whose `data_sha256` predates float32
+    regression labels (`examples_digest(legacy=True)`) are checked against that form."""
     existing = read_record(folder / RECORD_NAME)
     if cfg.get("output_dir"):
         _refuse_foreign(folder, existing)
@@ -145,7 +153,7 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
         raise ConfigError(f"output_dir {folder} holds a run of another configuration (seed {theirs[1]}, config "
                           f"digest {theirs[0]}; this command: seed {ours[1]}, digest {ours[0]}); choose another "
                           "output_dir, or pass train.resume=false to replace that run")
-    if existing.get("data_sha256") not in (None, data):
+    if existing.get("data_sha256") not in (None, data, legacy):
         raise ConfigError(f"{folder} holds a run on other data than this command reads (example digests "
                           f"{existing['data_sha256']}, now {data}): the data changed, or data.dir/data.source "
                           "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "
@@ -228,7 +236,7 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
     except BaseException as err:
         # A run saved `complete` stays so: a signal or error in its last lines (deleting the
         # checkpoint, the final log) cannot undo a finished, recorded run.
-        if record.data.get("status") != "complete":
+        if record.saved_status != "complete":
             _record_end(record, folder, err)
         if isinstance(err, torch.cuda.OutOfMemoryError):
             raise FishtuneError(f"CUDA out of memory in {folder}; lower train.batch_size (now "

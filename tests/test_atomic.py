@@ -97,3 +97,16 @@ def test_a_folder_that_cannot_be_fsynced_is_not_an_error(tmp_path: Path, monkeyp
     monkeypatch.setattr(os, "open", no_folders)
     atomic_write_text(tmp_path / "results.json", "{}")
     assert (tmp_path / "results.json").read_text() == "{}"
+
+
+def test_a_library_error_mid_write_names_the_path_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """torch.save and safetensors raise their own errors (RuntimeError, SafetensorError) on a full disk."""
+    target = tmp_path / "checkpoint.pt"
+
+    def torch_save_on_a_full_disk(tmp: str) -> None:
+        Path(tmp).write_bytes(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    with pytest.raises(FishtuneError, match=r"cannot write .*checkpoint\.pt: RuntimeError: \[enforce fail"):
+        atomic_write(target, torch_save_on_a_full_disk)
+    assert list(tmp_path.iterdir()) == []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import GLUE, TINY, records
+from conftest import GLUE, TINY, compose_run, records
 
 
 @pytest.fixture
@@ -133,9 +134,10 @@ def test_an_error_before_the_run_folder_points_at_no_traceback_file(run_cli, tmp
 
 
 def test_an_output_dir_holding_files_of_another_tool_is_refused_untouched(run_cli, tmp_path: Path, capsys) -> None:
-    for files in ({"results.json": '{"acc": 0.9}', "mask.safetensors": "MINE"},
-                  {"config.yaml": "my: config\n", "mask.safetensors": "MINE"}):
-        folder = tmp_path / f"theirs{len(files)}{sorted(files)[0]}"
+    for number, files in enumerate(({"results.json": '{"acc": 0.9}', "mask.safetensors": "MINE"},
+                                    {"config.yaml": "my: config\n", "mask.safetensors": "MINE"},
+                                    {"results.json": "null"}, {"results.json": '[{"acc": 0.9}]'})):
+        folder = tmp_path / f"theirs{number}"
         folder.mkdir()
         for name, text in files.items():
             (folder / name).write_text(text)
@@ -218,3 +220,22 @@ def test_a_complete_run_on_other_data_is_not_skipped_as_this_ones(run_cli, tmp_p
     (again,) = records(tmp_path / "runs")
     assert again["data_sha256"]["train"] != rec["data_sha256"]["train"]
     assert again["data_sha256"]["dev"] == rec["data_sha256"]["dev"]
+
+
+def test_a_record_with_the_digest_of_float64_scores_is_still_this_datas(run_cli, tmp_path: Path, capsys) -> None:
+    """STS-B records made before the float32 label digest carry the legacy one: still skipped as complete."""
+    from fishtune import runner
+    from fishtune.tasks import get_task
+
+    cell = ("task=stsb", "train.max_train_samples=64", "train.max_eval_samples=64")
+    assert run_cli(*cell) == 0
+    (rec,) = records(tmp_path / "runs")
+    path = Path(rec["output_dir"]) / "results.json"
+    legacy = runner._digests(*runner._load_data(compose_run(*TINY, *cell), get_task("stsb")), legacy=True)
+    assert legacy != rec["data_sha256"]  # STS-B's decimals such as 2.33333333333333 are not float32s
+    path.write_text(json.dumps(dict(rec, data_sha256=legacy)))
+    capsys.readouterr()
+    assert run_cli(*cell) == 0
+    assert "already complete" in capsys.readouterr().err
+    path.write_text(json.dumps(dict(rec, data_sha256=dict(legacy, train="0" * 16))))
+    assert run_cli(*cell) == 1 and "holds a run on other data" in capsys.readouterr().err

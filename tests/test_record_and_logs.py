@@ -183,6 +183,30 @@ def test_a_resumed_run_lists_its_sessions_and_drops_the_earlier_failure(tmp_path
         assert set(session) >= {"git", "versions", "hardware", "torch_threads", "training_sha256"}
 
 
+def test_a_signal_while_the_complete_record_is_saved_leaves_it_interrupted(run_cli, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """The record is `complete` in memory before its save returns: a signal mid-save must not leave
+    `running` on disk (listed as running until a rerun) with the session counted as killed."""
+    from fishtune import record as record_module
+    from fishtune.errors import Terminated
+
+    write = record_module.atomic_write_json
+
+    def sigterm_saving_complete(path, data):
+        if data.get("status") == "complete":
+            raise Terminated("signal 15")
+        return write(path, data)
+
+    monkeypatch.setattr(record_module, "atomic_write_json", sigterm_saving_complete)
+    assert run_cli() == 143
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "interrupted"
+    monkeypatch.setattr(record_module, "atomic_write_json", write)
+    assert run_cli() == 0
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "complete" and rec["sessions"][0]["ended"] == "interrupted"
+
+
 def test_a_run_saved_complete_stays_complete_when_signalled_in_its_last_lines(run_cli, tmp_path: Path,
                                                                               monkeypatch) -> None:
     from fishtune import runner

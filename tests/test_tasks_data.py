@@ -226,6 +226,27 @@ def test_crlf_and_blank_trailing_line(tmp_path: Path) -> None:
     assert examples == [Example("good .", None, 1), Example("bad .", None, 0)]
 
 
+def test_blank_lines_before_the_header_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "SST-2" / "dev.tsv"
+    path.parent.mkdir()
+    path.write_text("\n\nsentence\tlabel\ngood .\t1\n", encoding="utf-8")
+    assert load_split(get_task("sst2"), "dev", data_dir=tmp_path) == [Example("good .", None, 1)]
+
+
+def test_hub_float32_scores_give_the_tsv_digest() -> None:
+    """The Hub stores STS-B's scores as float32: 2.4 comes back as 2.4000000953674316."""
+    import numpy as np
+
+    from fishtune.data import examples_digest
+
+    tsv = [Example("a", "b", 2.4), Example("c", "d", 2.33333333333333)]
+    hub = [Example(e.text_a, e.text_b, float(np.float32(e.label))) for e in tsv]
+    assert hub != tsv and examples_digest(hub) == examples_digest(tsv)
+    assert examples_digest([Example("a", "b", 2.5)]) != examples_digest(tsv[:1])
+    assert examples_digest(tsv, legacy=True) != examples_digest(hub, legacy=True)  # what older records hold
+    assert examples_digest([Example("a", None, 1)]) == examples_digest([Example("a", None, 1)], legacy=True)
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel"
@@ -246,6 +267,13 @@ def test_wrong_header(tmp_path: Path) -> None:
     message = str(err.value)
     assert f"{path}, line 1" in message
     assert "'sentence1', 'sentence2', 'label'" in message
+
+
+def test_a_repeated_column_is_refused(tmp_path: Path) -> None:
+    path = write_tsv(tmp_path / "RTE" / "train.tsv", ["\n" + RTE_HEADER + "\tlabel", "0\ta\tb\tentailment\tnot_entailment"])
+    with pytest.raises(DataError, match=r"line 2: wrong header: column\(s\) 'label' appear more than once") as err:
+        load_split(get_task("rte"), "train", data_dir=tmp_path)
+    assert str(path) in str(err.value)
 
 
 def test_malformed_row(tmp_path: Path) -> None:
