@@ -65,6 +65,8 @@ MASK_KEYS = {
 DATA_KEYS = {"source": choice("auto", "local", "hub"), "dir": optional(text())}
 MODEL_KEYS = {"name": text(), "package": optional(text()), "hub_id": optional(text()), "path": optional(text()),
               "tiny": anything("null or a tiny model's shape")}
+TINY_KEYS = {"arch": choice("bert", "roberta"), "hidden_size": integer(1), "num_hidden_layers": integer(1),
+             "num_attention_heads": integer(1), "intermediate_size": integer(1)}
 TASK_KEYS = {"name": text()}
 
 
@@ -96,6 +98,7 @@ def validate(cfg: DictConfig) -> None:
         check_section(values[section], keys, section)
     check_section({k: values.get(k) for k in ("seed", "output_dir", "runs_root")},
                   {"seed": integer(0), "output_dir": optional(text()), "runs_root": text()}, "config")
+    _check_tiny(values["model"])
     get_task(values["task"]["name"])
     validate_method(cfg.method)  # the method registry's schema: unknown keys and bad values, one line
 
@@ -106,10 +109,67 @@ def validate(cfg: DictConfig) -> None:
         return
     if matched is not None:
         _check(k.get("keep") is None, "mask.keep and mask.keep_match both set the budget; set one of them")
+        _check(not k.get("head_in_budget"), "mask.head_in_budget has no effect with mask.keep_match (the matched "
+                                            "count is of the same model, head alike); drop it")
         validate_method(matched, where="mask.keep_match")
+    pair_vanilla_method(cfg)  # a pair's sides: one LoRA scale, and the keys it sets per side not overridden
     _check(not (k.get("live") and k.get("scope") != "global"), "mask.live=true needs mask.scope=global")
 
 
+
+
+def _check_tiny(model: dict) -> None:
+    """A tiny test model is built in-process from `model.tiny`: every key of it is read, and no other
+    source (package, Hub id, path) is, so setting one would only rename the run folder."""
+    tiny = model.get("tiny")
+    if tiny is None:
+        return
+    _check(isinstance(tiny, dict), f"model.tiny must be null or a tiny model's shape, got {tiny!r}")
+    check_section(tiny, TINY_KEYS, "model.tiny", required=True, owner="a tiny model")
+    _check(tiny["hidden_size"] % tiny["num_attention_heads"] == 0,
+           "model.tiny.hidden_size must be a multiple of model.tiny.num_attention_heads")
+    other = [k for k in ("package", "hub_id", "path") if model.get(k) is not None]
+    _check(not other, f"model {model.get('name')!r} is a tiny test model built in-process, which does not read "
+                      f"model.{', model.'.join(other)}; drop it, or choose a real model (model=minilm-l6, ...)")
+
+
+def pair_vanilla_method(cfg: DictConfig) -> DictConfig | None:
+    """The method node of this masked run's vanilla cell: `cfg.method` resolved at `mask=none`, when
+    it differs from this run's (a pair, `configs/pair/`, sets method keys per side); else None.
+
+    A LoRA pair whose sides differ in alpha/r (an explicit `method.alpha` while r differs) would
+    compare two LoRA scales, and a command-line value for the key a pair sets per side (`+pair=lora
+    method.r=32`) leaves one method on both sides, so the masks would match the packaged config
+    (r=8) rather than the vanilla cell: a ConfigError says what to do instead of either."""
+    if cfg.mask.name == "none":
+        return None
+    other = copy.deepcopy(cfg)
+    with open_dict(other):
+        other.mask.name = "none"
+    vanilla, own = (OmegaConf.to_container(c.method, resolve=True) for c in (other, cfg))
+    if vanilla == own:
+        spec = cfg.mask.get("keep_match")
+        matched = spec.get("config") if isinstance(spec, (dict, DictConfig)) else spec
+        if is_pair_match(cfg.mask) and matched == own.get("name"):
+            raise ConfigError(f"the pair's method keys are set on the command line, so its vanilla and masked cells "
+                              f"would both be {own.get('name')} with the same config, and the masks would match "
+                              f"the packaged {matched} config instead of the vanilla cell; set the two sides in a "
+                              f"pair file (configs/pair/), or run without +pair: method=... mask.keep_match=...")
+        return None
+    if {"alpha", "r"} <= set(own) and vanilla.get("name") == own.get("name"):
+        scales = (vanilla["alpha"] / vanilla["r"], own["alpha"] / own["r"])
+        if scales[0] != scales[1]:
+            raise ConfigError(f"the pair's cells would have different LoRA scales (alpha/r {scales[0]:g} vanilla, "
+                              f"{scales[1]:g} masked): method.alpha is fixed while r differs; set "
+                              f"method.scale={scales[0]:g} instead, which keeps alpha/r in every cell")
+    return OmegaConf.create(vanilla)
+
+
+def is_pair_match(mask_cfg: DictConfig) -> bool:
+    """Whether `mask.keep_match` is a pair file's own (`${fishtune.paired:...}`, configs/pair/), not
+    a value the command line or an experiment set."""
+    raw = OmegaConf.to_container(mask_cfg, resolve=False).get("keep_match")
+    return isinstance(raw, str) and "fishtune.paired" in raw
 
 
 def warmup_order(mask_cfg: DictConfig) -> str:

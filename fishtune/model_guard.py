@@ -31,9 +31,11 @@ SUPPORTED_MODEL_TYPES: frozenset[str] = frozenset({
     "bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "electra", "distilbert", "albert", "mpnet",
 })
 
-# Keys that make transformers load or run code: a Hub kernel (CVE-2026-4372), custom classes,
-# and a remote-code flag a nested config would propagate (CVE-2026-5241).
-CODE_KEYS: frozenset[str] = frozenset({"_attn_implementation_internal", "auto_map", "trust_remote_code"})
+# Keys that make transformers load or run code: a Hub kernel (CVE-2026-4372; `_attn_implementation`
+# reaches it too, through the property setter that writes `_attn_implementation_internal`), custom
+# classes, and a remote-code flag a nested config would propagate (CVE-2026-5241).
+CODE_KEYS: frozenset[str] = frozenset({"_attn_implementation", "_attn_implementation_internal", "auto_map",
+                                       "trust_remote_code"})
 
 
 def hub_config(repo_id: str) -> tuple[Path, dict[str, str]]:

@@ -28,7 +28,7 @@ from torch import Tensor
 from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
 from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
-                     resolved_runtime, run_dir, validate)
+                     pair_vanilla_method, resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
 from .errors import ConfigError, DivergedError, FishtuneError, Terminated
 from .fisher_cache import build_with_cache
@@ -40,7 +40,7 @@ from .models import load_model, max_tokens, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
-from .selection import MaskResult, build_mask, mask_budget, matched_budget, pair_vanilla_method
+from .selection import MaskResult, build_mask, mask_budget, matched_budget
 from .tasks import TaskSpec, get_task
 from .train import Trainer, predict, seed_everything
 

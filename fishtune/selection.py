@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from .batching import Encoded, iterate, train_order
-from .config import WARMUP_ORDERS, warmup_order
+from .config import WARMUP_ORDERS, is_pair_match, warmup_order
 from .errors import ConfigError
 from .live import Pair
 
@@ -60,8 +60,9 @@ def matched_budget(base_model: nn.Module, mask_cfg: DictConfig, *, own_dense: in
     The matched method config is applied to `base_model` (a fresh copy of this run's model, thrown
     away afterwards): k = its candidates + its dense group - this run's dense group, so the
     optimizer-updated counts (selected + dense; the head is the same model's) are equal. `vanilla`,
-    the method of a pair's vanilla cell (`pair_vanilla_method`), replaces a matched config of the
-    same method: the cell the masks are compared with, command-line overrides included.
+    the method of a pair's vanilla cell (`pair_vanilla_method`), replaces the pair's own matched
+    config (not one the command line set): the cell the masks are compared with, command-line
+    overrides included.
     """
     spec = mask_cfg.get("keep_match")
     if mask_cfg.name == "none" or spec is None:
@@ -69,37 +70,10 @@ def matched_budget(base_model: nn.Module, mask_cfg: DictConfig, *, own_dense: in
     from .methods import count_for, method_config
 
     matched = method_config(spec)
-    if vanilla is not None and vanilla.name == matched.name:
+    if vanilla is not None and vanilla.name == matched.name and is_pair_match(mask_cfg):
         matched = vanilla
     candidates, dense = count_for(base_model, matched)
     return candidates + dense - own_dense
-
-
-def pair_vanilla_method(cfg: DictConfig) -> DictConfig | None:
-    """The method node of this masked run's vanilla cell: `cfg.method` resolved at `mask=none`, when
-    it differs from this run's (a pair, `configs/pair/`, sets method keys per side); else None.
-
-    A LoRA pair whose sides differ in alpha/r (an explicit `method.alpha` while r differs) would
-    compare two LoRA scales: a ConfigError says to set `method.scale` instead."""
-    import copy
-
-    from omegaconf import OmegaConf, open_dict
-
-    if cfg.mask.name == "none":
-        return None
-    other = copy.deepcopy(cfg)
-    with open_dict(other):
-        other.mask.name = "none"
-    vanilla, own = (OmegaConf.to_container(c.method, resolve=True) for c in (other, cfg))
-    if vanilla == own:
-        return None
-    if {"alpha", "r"} <= set(own) and vanilla.get("name") == own.get("name"):
-        scales = (vanilla["alpha"] / vanilla["r"], own["alpha"] / own["r"])
-        if scales[0] != scales[1]:
-            raise ConfigError(f"the pair's cells would have different LoRA scales (alpha/r {scales[0]:g} vanilla, "
-                              f"{scales[1]:g} masked): method.alpha is fixed while r differs; set "
-                              f"method.scale={scales[0]:g} instead, which keeps alpha/r in every cell")
-    return OmegaConf.create(vanilla)
 
 
 @dataclass

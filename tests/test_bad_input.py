@@ -55,6 +55,11 @@ CASES = [
     (["mask=fish", "mask.live=true", "mask.scope=per_tensor"], ["mask.live", "global"]),
     (["train.eval_subset_seed=x"], ["train.eval_subset_seed"]),
     (["+pair=lora", "method.alpha=16", "mask=fish"], ["different LoRA scales", "method.scale=2"]),
+    (["+pair=lora", "method.r=32", "mask=fish"], ["pair's method keys are set on the command line", "configs/pair/"]),
+    (["method.r=16", "mask=fish", "mask.keep_match=lora", "mask.head_in_budget=true"], ["mask.head_in_budget"]),
+    (["model.path=/some/folder"], ["tiny test model", "model.path"]),      # not read: would only rename the folder
+    (["+model.tiny.max_position_embeddings=64"], ["model.tiny.max_position_embeddings"]),
+    (["model.tiny.hidden_size=31"], ["multiple of model.tiny.num_attention_heads"]),
     # wrong types: named, never a comparison error or a silent cast (train.epochs=1.5, mask.keep=2.5)
     (["train.epochs=abc"], ["train.epochs", "an integer >= 1", "'abc'"]),
     (["train.epochs=1.5"], ["train.epochs", "an integer >= 1"]),

@@ -76,6 +76,7 @@ def test_kernels_is_not_installed() -> None:
 
 REFUSED = [
     ({**BERT, "_attn_implementation_internal": "kernels-community/evil"}, "_attn_implementation_internal"),
+    ({**BERT, "_attn_implementation": "kernels-community/evil"}, "_attn_implementation"),
     ({**BERT, "auto_map": {"AutoModel": "evil.Model"}}, "auto_map"),
     ({**BERT, "trust_remote_code": True}, "trust_remote_code"),
     ({**BERT, "text_config": {"model_type": "bert", "auto_map": {}}}, "text_config.auto_map"),

@@ -77,7 +77,7 @@ def test_mask_keys_cannot_make_a_vanilla_cell_another_run() -> None:
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_the_masked_cells_know_their_vanilla_cell(pair: str) -> None:
-    from fishtune.selection import pair_vanilla_method
+    from fishtune.config import pair_vanilla_method
 
     vanilla = _valid(f"+pair={pair}", "mask=none")
     assert pair_vanilla_method(vanilla) is None
@@ -92,7 +92,7 @@ def test_the_masked_cells_know_their_vanilla_cell(pair: str) -> None:
 def test_a_method_override_on_a_pair_moves_the_matched_count_with_the_vanilla_cell(bases) -> None:
     # `method.target_modules=...` changes both sides; the masks must match the vanilla cell as run,
     # not the default lora config (which would give k = r=8 on query/value only)
-    from fishtune.selection import pair_vanilla_method
+    from fishtune.config import pair_vanilla_method
 
     qkv = "method.target_modules=[query,key,value]"
     vanilla, masked = (_valid("+pair=lora", "model=tiny-bert", qkv, f"mask={m}") for m in ("none", "fish"))
@@ -105,8 +105,52 @@ def test_a_method_override_on_a_pair_moves_the_matched_count_with_the_vanilla_ce
 
 def test_a_pair_with_a_fixed_alpha_is_refused_for_its_lora_scales() -> None:
     from fishtune.errors import ConfigError
-    from fishtune.selection import pair_vanilla_method
+    from fishtune.config import pair_vanilla_method
 
     with pytest.raises(ConfigError, match=r"alpha/r 2 vanilla, 1 masked.*set method.scale=2 instead"):
-        pair_vanilla_method(_valid("+pair=lora", "method.alpha=16", "mask=fish"))
+        pair_vanilla_method(compose_run("+pair=lora", "method.alpha=16", "mask=fish"))
+    with pytest.raises(ConfigError, match=r"alpha/r 2 vanilla, 1 masked"):  # before any cell of a sweep runs
+        _valid("+pair=lora", "method.alpha=16", "mask=fish")
     assert pair_vanilla_method(_valid("+pair=lora", "method.scale=1", "mask=fish")).alpha == 8   # the way to do it
+
+
+@pytest.mark.parametrize(("pair", "key"), [("lora", "method.r=32"), ("adapter_pfeiffer", "method.reduction_factor=4"),
+                                           ("adapter_houlsby", "method.reduction_factor=32"), ("dora", "method.r=4")])
+def test_a_command_line_value_for_a_key_a_pair_sets_per_side_is_refused(pair: str, key: str) -> None:
+    """Both sides would be one method, and the masks would match the packaged config, not the vanilla
+    cell (with +pair=lora method.r=32: FISH at r=8's count inside r=32, against vanilla r=32)."""
+    from fishtune.errors import ConfigError
+
+    _valid(f"+pair={pair}", key, "mask=none")  # the vanilla cell alone is a plain run
+    with pytest.raises(ConfigError, match=r"the pair's method keys are set on the command line.*configs/pair/"):
+        _valid(f"+pair={pair}", key, "mask=fish")
+    _valid(f"method={pair}", key, "mask=fish", f"mask.keep_match={pair}")  # the same, said explicitly: allowed
+
+
+def test_a_pair_whose_other_key_still_differs_holds() -> None:
+    """prefix sets two keys per side: overriding one leaves a pair (40 / 512 vanilla, 40 / 1024 masked)."""
+    from fishtune.config import pair_vanilla_method
+
+    found = pair_vanilla_method(_valid("+pair=prefix", "method.prefix_length=40", "mask=fish"))
+    assert (found.prefix_length, found.bottleneck_size) == (40, 512)
+
+
+def test_an_explicit_keep_match_on_a_pairs_masked_cell_is_honoured(bases) -> None:
+    """Only the pair's own keep_match is replaced by its vanilla cell's method, not one the command line set."""
+    from fishtune.config import pair_vanilla_method
+
+    masked = _valid("+pair=lora", "model=tiny-bert", "mask=fish", "mask.keep_match={config:lora,r:4}")
+    m = apply_method(copy.deepcopy(bases["tiny-bert"]), method_config("lora"))
+    r8 = m.count(m.candidates)
+    k = matched_budget(copy.deepcopy(bases["tiny-bert"]), masked.mask, own_dense=0,
+                       vanilla=pair_vanilla_method(masked))
+    assert k == r8 // 2 and "lora-r4" in masked.mask.tag
+
+
+def test_head_in_budget_with_keep_match_is_refused() -> None:
+    """keep_match counts the same model's method entries; the flag would only rename the run folder."""
+    from fishtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mask.head_in_budget has no effect with mask.keep_match"):
+        _valid("method=lora", "method.r=16", "mask=fish", "mask.keep_match=lora", "mask.head_in_budget=true")
+    _valid("method=lora", "mask=fish", "mask.head_in_budget=true")
