@@ -143,7 +143,7 @@ def empirical_fisher(
     seen = 0
     with _eval_mode(model), torch.enable_grad(), _precision(device.type, precision):
         for batch in _first_examples(batches, num_samples):
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = _on_device(batch, device)
             check, moved = seen == 0, False
             if hooked_by:
                 failed = accumulate_hooks(_cut_trailing_padding(batch), hooked_by, fisher, forward_terms=forward_terms,
@@ -168,6 +168,15 @@ def empirical_fisher(
     if seen < num_samples:
         logger.warning("fisher: batches ran out after %d of %d requested examples", seen, num_samples)
     return fisher
+
+
+def _on_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch's tensors on `device`; an entry that is not a tensor is a DataError naming it."""
+    wrong = [k for k, v in batch.items() if not isinstance(v, Tensor)]
+    if wrong:
+        raise DataError(f"fisher: batch entry {wrong[0]!r} is a {type(batch[wrong[0]]).__name__}, not a tensor; "
+                        "pass batches of tensors only (drop or tensorise the other entries)")
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 @contextmanager

@@ -86,7 +86,7 @@ class FishMask:
     def __init__(self, mask: Mapping[str, Tensor], *, model: nn.Module | None = None,
                  families: Mapping[str, str] | None = None, pairs: Sequence = (),
                  scores: Mapping[str, Tensor] | None = None, info: Mapping[str, Any] | None = None):
-        self.mask: dict[str, Tensor] = {n: m.detach().to("cpu", torch.bool) for n, m in mask.items()}
+        self.mask: dict[str, Tensor] = {n: _as_bool(n, m) for n, m in mask.items()}
         self.model = model
         self.families = dict(families) if families is not None else None
         self.pairs = list(pairs)
@@ -158,6 +158,7 @@ class FishMask:
             if batches is None:
                 raise ConfigError(f"strategy {strategy!r} needs batches to estimate the Fisher from")
             initial = {n: p.detach().clone() for n, p in named.items() if p.requires_grad} if warm else {}
+            buffers = {n: b.detach().clone() for n, b in model.named_buffers()} if warm else {}  # BatchNorm stats
             try:
                 with _rng_forked(model):
                     if warm:
@@ -169,10 +170,13 @@ class FishMask:
                     scores = fisher_scores(model, batches, names=names, num_samples=num_samples, labels=labels,
                                            estimator=estimator, loss_fn=loss_fn)
                     fisher_s = time.perf_counter() - start
-            finally:  # every trainable parameter back where it was, also when something above failed
+            finally:  # every trainable parameter and buffer back where it was, also when something above failed
                 with torch.no_grad():
                     for n, value in initial.items():
                         named[n].copy_(value)
+                    live_buffers = dict(model.named_buffers())
+                    for n, value in buffers.items():
+                        live_buffers[n].copy_(value)
             scores = {n: s.cpu() for n, s in scores.items()}
         starting = {n: named[n].detach().cpu() for n in names}  # where masked training starts
         if live:
@@ -320,6 +324,20 @@ class FishMask:
         if model is not None:
             check_mask(model, mask)
         return cls(mask, model=model, families=meta.get("families"), pairs=pairs, info=meta.get("info", {}))
+
+
+def _as_bool(name: str, m: Tensor) -> Tensor:
+    """A mask tensor as a CPU bool tensor: bool as it is, integers only if every entry is 0 or 1. Scores
+    or trained weights (a run's peft_final.safetensors has the mask's names and shapes) are refused."""
+    if not isinstance(m, Tensor):
+        raise ConfigError(f"mask entry {name!r} is a {type(m).__name__}, not a tensor")
+    if m.dtype != torch.bool:
+        wrong = ("a floating-point tensor" if m.is_floating_point() or m.is_complex()
+                 else "an integer tensor with values other than 0 and 1" if bool(((m != 0) & (m != 1)).any()) else None)
+        if wrong:
+            raise ConfigError(f"mask entry {name!r} is {wrong} ({m.dtype}): a mask is boolean, or integer 0/1 "
+                              "(scores or weights? a run's mask is its mask.safetensors)")
+    return m.detach().to("cpu", torch.bool)
 
 
 def _given_fisher(fisher: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -> dict[str, Tensor]:

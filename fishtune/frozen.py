@@ -97,7 +97,8 @@ class EntryMask:
                     self.params.append(p)
                     self.keep.append(keep)
                     self.frozen_values.append(_int_view(p.detach()) * (1 - keep))
-        self._model_params = params
+        self._model, self._model_params = model, params
+        self._dtypes = [p.dtype for p in self.params]   # what `restore_frozen` checks each step
 
     def mask_grads(self) -> None:
         """g <- g * M for every partially masked tensor (on the bits), g <- 0 for the held ones (what
@@ -112,7 +113,11 @@ class EntryMask:
     @torch.no_grad()
     def restore_frozen(self) -> None:
         """p <- p * M + p0 * (1 - M) on the bits, and p <- p0 for the held tensors (call after the
-        optimizer step). The integer views are taken afresh, so they follow the parameters' storage."""
+        optimizer step). The integer views are taken afresh, so they follow the parameters' storage;
+        a parameter converted to another dtype since binding is a ConfigError before anything is
+        written (its stored bits would be read as the new type's)."""
+        if any(p.dtype != dtype for p, dtype in zip(self.params, self._dtypes)):
+            self._check_layout()
         if self.params:
             bits = [_int_view(p.detach()) for p in self.params]
             torch._foreach_mul_(bits, self.keep)
@@ -136,6 +141,13 @@ class EntryMask:
         if not self.bound:
             raise RuntimeError("this binding was undone (unbind); bind the mask again")
         inner = torch_optimizer(optimizer)
+        updated = {id(q) for group in inner.param_groups for q in group["params"]}
+        bound = {id(t) for t in self.params}
+        missed = [n for n, q in self._model_params.items() if id(q) in bound and id(q) not in updated]
+        if missed:   # its hooks would never fire: the optimizer trains other tensors (a copy of the model?)
+            raise ConfigError(f"the optimizer does not update {missed[0]!r} ({len(missed)} of the {len(self.params)} "
+                              "partially masked tensors), which the mask is bound to: build the optimizer from the "
+                              "parameters of the model the mask is bound (or attached) to")
         for p, keep in zip(self.params, self.keep):
             self._handles.append(p.register_post_accumulate_grad_hook(_grad_masker(keep)))
         for p in self.held:
@@ -164,12 +176,9 @@ class EntryMask:
         """Frozen entries whose bits differ from the values they had when the mask was bound: those of
         the partially masked tensors, the held ones, and (with `snapshot=True`) the other wholly
         frozen ones.
-        A ConfigError if a parameter was moved or converted since (its values cannot be compared)."""
-        for name, (device, dtype) in self.layout.items():
-            p = self._model_params[name]
-            if (p.device, p.dtype) != (device, dtype):
-                raise ConfigError(f"parameter {name!r} is {p.dtype} on {p.device} now, {dtype} on {device} when the "
-                                  "mask was bound: move or convert the model before attaching the mask")
+        A ConfigError if a parameter was moved, converted or replaced since (its values cannot be
+        compared)."""
+        self._check_layout()
         changed = 0
         for p, keep, frozen in zip(self.params, self.keep, self.frozen_values):
             changed += int(((_int_view(p.detach()) != frozen) & (keep == 0)).sum())
@@ -178,6 +187,20 @@ class EntryMask:
         for name, before in self.frozen_tensors.items():
             changed += int((_bits(self._model_params[name].detach().cpu()) != _bits(before)).sum())
         return changed
+
+    def _check_layout(self) -> None:
+        """ConfigError if a bound parameter was moved, converted, or replaced by another tensor
+        (`load_state_dict(assign=True)`, a reloaded model) since binding."""
+        now = dict(self._model.named_parameters())
+        for name, (device, dtype) in self.layout.items():
+            p = self._model_params[name]
+            if now.get(name) is not p:
+                raise ConfigError(f"parameter {name!r} of the model was replaced by another tensor since the mask was "
+                                  "bound (load_state_dict(assign=True), a reloaded model?): attach the mask again "
+                                  "after loading")
+            if (p.device, p.dtype) != (device, dtype):
+                raise ConfigError(f"parameter {name!r} is {p.dtype} on {p.device} now, {dtype} on {device} when the "
+                                  "mask was bound: move or convert the model before attaching the mask")
 
     def storage_bytes(self) -> int:
         """Extra memory the mask costs during training (masks and frozen values)."""

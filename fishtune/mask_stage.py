@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .errors import ConfigError, DataError
 # At import, not at the first mask: the source hash of the records and of the Fisher cache's key is
 # read when fishtune is imported (`provenance`), so code loaded hours later could differ from it.
-from .fisher import _cut_trailing_padding, _eval_mode, _precision, empirical_fisher
+from .fisher import _cut_trailing_padding, _eval_mode, _is_regression, _precision, empirical_fisher
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def dense_warmup(model: nn.Module, batches: Iterator, *, steps: int, lr: float, 
                 _require_labels(batch)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     logits = model(**model_inputs(batch)).logits
-                loss = task_loss(logits, batch["labels"])
+                loss = task_loss(logits, _task_labels(model, batch["labels"]))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -114,6 +114,16 @@ def _labelled(batches: Iterable) -> Iterator:
     for batch in batches:
         _require_labels(batch)
         yield batch
+
+
+def _task_labels(model: nn.Module, labels: Tensor) -> Tensor:
+    """The labels as the warm-up's loss needs them, by the Fisher's rule for regression vs
+    classification (the config's problem_type / num_labels): the two never disagree on the task."""
+    if _is_regression(model, labels):
+        return labels.float()
+    if labels.is_floating_point():
+        raise DataError("the warm-up: classification needs integer class labels, got floats")
+    return labels
 
 
 def _require_labels(batch: Any) -> None:

@@ -284,7 +284,92 @@ def test_wrong_inputs_give_one_clear_error() -> None:
         FishMask.from_fisher(frozen, _batches(), keep=10)
 
 
+def test_a_mask_is_boolean_and_a_batch_holds_tensors_only(tmp_path: Path) -> None:
+    """Scores or trained weights (a run's peft_final.safetensors has the mask's names and shapes) are
+    no mask: they would be read as nearly dense masks."""
+    from safetensors.torch import save_file
+
+    from fishtune import FishMask
+
+    model = _lora(_bert())
+    names = [n for n, _ in model.named_parameters() if "lora_" in n]
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+    with pytest.raises(ConfigError, match="floating-point tensor.*a mask is boolean"):
+        FishMask(weights)
+    save_file({n: torch.full(w.shape, 2, dtype=torch.int8) for n, w in weights.items()}, tmp_path / "twos.safetensors")
+    with pytest.raises(ConfigError, match="integer tensor with values other than 0 and 1"):
+        FishMask.load(tmp_path / "twos.safetensors")
+    ints = FishMask({n: (torch.arange(w.numel()) % 2).view(w.shape) for n, w in weights.items()})
+    assert ints.selected == sum(w.numel() for w in weights.values()) // 2
+    with_ids = [dict(b, idx=list(range(len(b["labels"])))) for b in _batches()]
+    with pytest.raises(DataError, match="batch entry 'idx' is a list, not a tensor"):
+        FishMask.from_fisher(model, with_ids, keep=10, fisher_at="init")
+
+
+def test_the_warm_up_restores_buffers_and_reads_the_task_as_the_fisher_does() -> None:
+    """A BatchNorm's running statistics are the model's state too; and a regression model (num_labels=1)
+    with integer targets is regression for the warm-up as for the Fisher (was: cross-entropy, IndexError)."""
+    from fishtune import FishMask
+
+    class Net(torch.nn.Module):
+        def __init__(self, outputs: int) -> None:
+            super().__init__()
+            self.config = type("Config", (), {"num_labels": outputs, "problem_type": None})()
+            self.emb, self.bn = torch.nn.Embedding(100, 8), torch.nn.BatchNorm1d(8)
+            self.a, self.b = torch.nn.Linear(8, 4, bias=False), torch.nn.Linear(4, outputs, bias=False)
+
+        def forward(self, input_ids, attention_mask):
+            h = (self.emb(input_ids) * attention_mask[..., None]).mean(1)
+            return type("Out", (), {"logits": self.b(self.a(self.bn(h)))})()
+
+    torch.manual_seed(0)
+    net = Net(outputs=1)
+    before = {n: b.clone() for n, b in net.state_dict().items()}
+    regression = [dict(b, labels=torch.randint(0, 5, b["labels"].shape)) for b in _batches()]
+    FishMask.from_fisher(net, regression, keep=10, params=["a.weight", "b.weight"], fisher_at="warmup",
+                         warmup_steps=3, num_samples=8)
+    assert all(torch.equal(before[n], b) for n, b in net.state_dict().items())
+    with pytest.raises(DataError, match="classification needs integer class labels"):
+        FishMask.from_fisher(Net(outputs=2), [dict(b, labels=b["labels"].float()) for b in _batches()], keep=10,
+                             params=["a.weight", "b.weight"], fisher_at="warmup", warmup_steps=3)
+
+
 # --- binding: requires_grad, leftover gradients, the model changing, DDP ---------------------------
+
+
+def test_attach_refuses_an_optimizer_of_another_model_and_verify_a_replaced_parameter() -> None:
+    """The hooks sit on the tensors the mask is bound to: an optimizer over a copy would train with
+    none of them, and a parameter replaced since binding (load_state_dict(assign=True)) is no longer
+    the one whose frozen values were recorded. Both used to pass with `frozen_changed: 0`."""
+    import copy
+
+    from fishtune import FishMask
+
+    model = _lora(_bert(), r=8)
+    mask = FishMask(_half_lora_mask(100), model=model)
+    with pytest.raises(ConfigError, match="the optimizer does not update .*partially masked tensors"):
+        mask.attach(torch.optim.AdamW(copy.deepcopy(model).parameters()))
+    mask.attach(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], weight_decay=0.1))
+    _train(model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad]), _batches(), steps=0)
+    model.load_state_dict({n: t.clone() + 1 for n, t in model.state_dict().items()}, assign=True)
+    with pytest.raises(ConfigError, match="was replaced by another tensor since the mask was bound"):
+        mask.verify()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_converted_after_attach_stops_at_the_next_step_before_any_write(dtype) -> None:
+    """The stored frozen bits are of the old dtype: restoring them into the new one wrote NaNs and
+    huge values into the frozen entries (fp32 -> bf16: 4.4e29), silently."""
+    from fishtune import FishMask
+
+    model = _lora(_bert(), r=8)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    FishMask(_half_lora_mask(100), model=model).attach(optimizer)
+    model.to(dtype)
+    batch = dict(_batches()[0])
+    with pytest.raises(ConfigError, match=f"is {dtype} on cpu now, torch.float32 on cpu when the mask was bound"):
+        model(**batch).loss.backward()
+        optimizer.step()
 
 
 def _requires_grad(model) -> dict[str, bool]:
