@@ -6,9 +6,10 @@ The key is a digest of everything that can change the estimate: the run's compar
 the seed (`fishtune.config`), minus only the mask keys that choose entries *from* the Fisher
 (strategy, budget, scope, live), plus the data location, the SHA-256 of the fishtune source files
 this process imported (but the reporter, planner and benchmark: `provenance.NOT_TRAINING`), the
-library versions, and what the estimate reads (`inputs_digest`): the model's parameter values and
-the training examples as token ids and labels, so an edited data file, another tokenizer or
-another revision of a Hub model misses too. Anything else that differs (a training key that
+library versions (the shipped model's package included), and what the estimate reads
+(`inputs_digest`): the model's config, its parameter values and the training examples as token ids
+and labels, so an edited data file, another tokenizer, another revision of a Hub model or an edited
+`config.json` (dropout, say) misses too. Anything else that differs (a training key that
 cannot matter, a commit that did not touch the Fisher) gives another key: a miss costs one
 estimate, a wrong hit would cost a wrong mask. A file that cannot be read or does not fit the
 candidates is a miss too (named in the log, then overwritten). `mask.fisher_cache=false` turns it
@@ -61,10 +62,15 @@ def cache_key(cfg: DictConfig, runtime: dict[str, str], inputs: str | None = Non
 
 
 def inputs_digest(model: nn.Module, train: Encoded) -> str:
-    """SHA-256 of the model's parameters (names and bytes) and the training examples (token ids,
-    token types, labels): what the warm-up and the Fisher read besides the config. ~0.2 s for
-    MiniLM-L6 and SST-2's 10,000 examples on a CPU."""
+    """SHA-256 of the model's own config (dropout, layer-norm epsilon, activation, pad id: the
+    warm-up runs in train mode; paths and version stamps left out), its parameters (names and
+    bytes) and the training examples (token ids, token types, labels): what the warm-up and the
+    Fisher read besides the run config. ~0.2 s for MiniLM-L6 and SST-2's 10,000 examples on a CPU."""
     h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if hasattr(config, "to_dict"):
+        own = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+        h.update(json.dumps(own, sort_keys=True, default=str).encode())
     for name, p in model.named_parameters():
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

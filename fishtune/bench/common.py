@@ -172,10 +172,13 @@ def train_copy(ctx: Context) -> nn.Module:
 
 
 def vanilla_step(ctx: Context, model: nn.Module) -> Callable[[Batch], Tensor]:
-    """A plain PEFT LoRA training step, written the obvious way (torch AdamW, HF scheduler, HF loss)."""
+    """A plain PEFT LoRA training step, written the obvious way (HF scheduler, HF loss), with the
+    masked arm's optimizer (`make_optimizer`: AdamW, fused on CUDA, no weight decay), so the two arms
+    differ by the mask alone."""
     from transformers import get_linear_schedule_with_warmup
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0,
+                         device=ctx.device)
     sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=TOTAL_STEPS)
 
     def step(batch: Batch) -> Tensor:
