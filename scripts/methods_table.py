@@ -39,6 +39,8 @@ def methods_table(tables: Path, task: str) -> str:
         shares = shares[shares["task"] == task].drop(columns="task")
     metrics = sorted({c.removesuffix(" mean") for c in scores.columns
                       if c.startswith(f"{task} ") and c.endswith(" mean")})
+    if not metrics or cost.empty:
+        raise LookupError(f"no complete run of task {task!r} in {tables / 'table1.csv'}")
     lines = ["| config | kind | trainable | of which dense | at inference | candidates | share of the mask | "
              "warm-up s | Fisher s | " + " | ".join(metrics) + " | score |",
              "|" + "---|" * (10 + len(metrics))]
@@ -66,7 +68,11 @@ def main(argv: list[str]) -> int:
         print(f"methods_table: error: no table1.csv in {args.tables}; run `fishtune report --out {args.tables}` first",
               file=sys.stderr)
         return 2
-    sys.stdout.write(methods_table(args.tables, args.task))
+    try:
+        sys.stdout.write(methods_table(args.tables, args.task))
+    except LookupError as err:
+        print(f"methods_table: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

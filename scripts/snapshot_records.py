@@ -13,7 +13,7 @@ same files again and changes nothing else. The README's tables are regenerated f
 with `fishtune report --runs <dest>`.
 
 The other way, `--keep-existing` restores committed records into a runs folder without touching any
-record already there (a live or newer run keeps its own), so that a sweep rerun on a fresh clone
+readable record already there (a live or newer run keeps its own; a damaged one is replaced), so that a sweep rerun on a fresh clone
 skips every committed cell (`make reproduce-cpu` does this first):
 
     python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-cpu results/runs-cpu
@@ -28,6 +28,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from fishtune.atomic import atomic_write
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source.is_dir():
         print(f"snapshot_records: no folder {args.source}", file=sys.stderr)
         return 2
+    if args.dest.resolve() == args.source.resolve():
+        print(f"snapshot_records: {args.source} is both the source and the destination; nothing to copy",
+              file=sys.stderr)
+        return 0
     left: Counter[str] = Counter()
     copied = 0
     for record_path in sorted(args.source.rglob("results.json")):
@@ -58,17 +64,26 @@ def main(argv: list[str] | None = None) -> int:
         if (args.model and model not in args.model) or (args.task and task not in args.task):
             continue
         target = args.dest / record_path.parent.relative_to(args.source)
-        if args.keep_existing and (target / "results.json").exists():
+        if args.keep_existing and _readable(target / "results.json"):
             left["already there"] += 1
             continue
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("results.json", "config.yaml"):
+        # config.yaml first, the record last, each through a temporary file and a rename: a copy cut
+        # short leaves no half-written record (which would block its cell for good).
+        for name in ("config.yaml", "results.json"):
             if (record_path.parent / name).exists():
-                shutil.copy2(record_path.parent / name, target / name)
+                atomic_write(target / name, lambda tmp, src=record_path.parent / name: shutil.copy2(src, tmp))
         copied += 1
     rest = ", ".join(f"{n} {s}" for s, n in sorted(left.items()))
     print(f"copied {copied} complete run records to {args.dest}" + (f"; left behind: {rest}" if rest else ""))
     return 0
+
+
+def _readable(path: Path) -> bool:
+    """Whether `path` holds a record that can be read (an unreadable one is replaced, not kept)."""
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

@@ -352,3 +352,12 @@ def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) ->
                          text=True, timeout=60)
     assert out.returncode == 0 and "copied 0 complete" in out.stdout and "1 already there" in out.stdout
     assert json.loads((source / "ok" / "results.json").read_text()) == live
+    # ... but a damaged one (a copy cut short) is replaced: kept, it would fail its cell at every rerun
+    (source / "ok" / "results.json").write_text('{"status": "compl')
+    out = subprocess.run([sys.executable, str(script), "--keep-existing", str(dest), str(source)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "copied 1 complete" in out.stdout
+    assert json.loads((source / "ok" / "results.json").read_text())["status"] == "complete"
+    assert sorted(p.name for p in (source / "ok").iterdir()) == ["config.yaml", "mask.safetensors", "results.json"]
+    out = subprocess.run([sys.executable, str(script), str(dest), str(dest)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "both the source and the destination" in out.stderr and not out.stdout

@@ -40,3 +40,10 @@ def test_installed_wheel_runs_help_and_composes_configs(tmp_path: Path) -> None:
     out = fishtune("run", "--cfg", "job", "task=rte", "mask=fish")
     assert out.returncode == 0, out.stderr
     assert "name: rte" in out.stdout and "num_samples: 1024" in out.stdout
+    # the GLUE files ship in the wheel: a run outside any checkout reads them (as --help says)
+    assert (site / "fishtune" / "glue" / "MRPC" / "train.tsv").is_file()
+    out = fishtune("run", "model=tiny-bert", "train.max_steps=2", "train.max_eval_samples=8", "train.progress=false",
+                   f"runs_root={tmp_path / 'runs'}")
+    assert out.returncode == 0, out.stderr
+    (record,) = (tmp_path / "runs").rglob("results.json")
+    assert '"status": "complete"' in record.read_text()
