@@ -116,8 +116,6 @@ def validate(cfg: DictConfig) -> None:
     _check(not (k.get("live") and k.get("scope") != "global"), "mask.live=true needs mask.scope=global")
 
 
-
-
 def _check_tiny(model: dict) -> None:
     """A tiny test model is built in-process from `model.tiny`: every key of it is read, and no other
     source (package, Hub id, path) is, so setting one would only rename the run folder."""
