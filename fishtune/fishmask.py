@@ -158,7 +158,9 @@ class FishMask:
             if batches is None:
                 raise ConfigError(f"strategy {strategy!r} needs batches to estimate the Fisher from")
             initial = {n: p.detach().clone() for n, p in named.items() if p.requires_grad} if warm else {}
-            buffers = {n: b.detach().clone() for n, b in model.named_buffers()} if warm else {}  # BatchNorm stats
+            # BatchNorm statistics and any other buffer: each put back as the very object it was
+            buffers = [(m, n, b, b.detach().clone()) for m in model.modules() for n, b in m._buffers.items()
+                       if b is not None] if warm else []
             try:
                 with _rng_forked(model):
                     if warm:
@@ -174,9 +176,12 @@ class FishMask:
                 with torch.no_grad():
                     for n, value in initial.items():
                         named[n].copy_(value)
-                    live_buffers = dict(model.named_buffers())
-                    for n, value in buffers.items():
-                        live_buffers[n].copy_(value)
+                    for module, n, original, value in buffers:
+                        if (original.shape, original.dtype) == (value.shape, value.dtype):
+                            original.copy_(value)
+                        else:   # resized or converted in place
+                            original = value
+                        module._buffers[n] = original
             scores = {n: s.cpu() for n, s in scores.items()}
         starting = {n: named[n].detach().cpu() for n in names}  # where masked training starts
         if live:
@@ -327,16 +332,14 @@ class FishMask:
 
 
 def _as_bool(name: str, m: Tensor) -> Tensor:
-    """A mask tensor as a CPU bool tensor: bool as it is, integers only if every entry is 0 or 1. Scores
-    or trained weights (a run's peft_final.safetensors has the mask's names and shapes) are refused."""
+    """A mask tensor as a CPU bool tensor: bool as it is, numbers only if every entry is 0 or 1 (the
+    original FISH code's masks are float 0/1). Scores or trained weights (a run's
+    peft_final.safetensors has the mask's names and shapes) are refused."""
     if not isinstance(m, Tensor):
         raise ConfigError(f"mask entry {name!r} is a {type(m).__name__}, not a tensor")
-    if m.dtype != torch.bool:
-        wrong = ("a floating-point tensor" if m.is_floating_point() or m.is_complex()
-                 else "an integer tensor with values other than 0 and 1" if bool(((m != 0) & (m != 1)).any()) else None)
-        if wrong:
-            raise ConfigError(f"mask entry {name!r} is {wrong} ({m.dtype}): a mask is boolean, or integer 0/1 "
-                              "(scores or weights? a run's mask is its mask.safetensors)")
+    if m.dtype != torch.bool and (m.is_complex() or bool(((m != 0) & (m != 1)).any())):
+        raise ConfigError(f"mask entry {name!r} ({m.dtype}) has values other than 0 and 1: a mask is boolean, or "
+                          "numbers that are all 0 or 1 (scores or weights? a run's mask is its mask.safetensors)")
     return m.detach().to("cpu", torch.bool)
 
 

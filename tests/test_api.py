@@ -294,13 +294,14 @@ def test_a_mask_is_boolean_and_a_batch_holds_tensors_only(tmp_path: Path) -> Non
     model = _lora(_bert())
     names = [n for n, _ in model.named_parameters() if "lora_" in n]
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
-    with pytest.raises(ConfigError, match="floating-point tensor.*a mask is boolean"):
+    with pytest.raises(ConfigError, match="has values other than 0 and 1: a mask is boolean"):
         FishMask(weights)
     save_file({n: torch.full(w.shape, 2, dtype=torch.int8) for n, w in weights.items()}, tmp_path / "twos.safetensors")
-    with pytest.raises(ConfigError, match="integer tensor with values other than 0 and 1"):
+    with pytest.raises(ConfigError, match="torch.int8. has values other than 0 and 1"):
         FishMask.load(tmp_path / "twos.safetensors")
-    ints = FishMask({n: (torch.arange(w.numel()) % 2).view(w.shape) for n, w in weights.items()})
-    assert ints.selected == sum(w.numel() for w in weights.values()) // 2
+    for dtype in (torch.int64, torch.float32):   # 0/1 numbers are a mask (the original FISH code's are float)
+        halves = FishMask({n: (torch.arange(w.numel()) % 2).to(dtype).view(w.shape) for n, w in weights.items()})
+        assert halves.selected == sum(w.numel() for w in weights.values()) // 2
     with_ids = [dict(b, idx=list(range(len(b["labels"])))) for b in _batches()]
     with pytest.raises(DataError, match="batch entry 'idx' is a list, not a tensor"):
         FishMask.from_fisher(model, with_ids, keep=10, fisher_at="init")
@@ -329,6 +330,18 @@ def test_the_warm_up_restores_buffers_and_reads_the_task_as_the_fisher_does() ->
     FishMask.from_fisher(net, regression, keep=10, params=["a.weight", "b.weight"], fisher_at="warmup",
                          warmup_steps=3, num_samples=8)
     assert all(torch.equal(before[n], b) for n, b in net.state_dict().items())
+
+    class Growing(Net):   # a cache re-registered larger in forward (as lazily grown rotary caches are)
+        def forward(self, input_ids, attention_mask):
+            self.register_buffer("cache", torch.zeros(input_ids.shape[1]))
+            return super().forward(input_ids, attention_mask)
+
+    grown = Growing(outputs=1)
+    grown.register_buffer("cache", torch.ones(2))
+    kept = grown.cache
+    FishMask.from_fisher(grown, regression, keep=10, params=["a.weight", "b.weight"], fisher_at="warmup",
+                         warmup_steps=2, num_samples=8)
+    assert grown.cache is kept and torch.equal(kept, torch.ones(2))
     with pytest.raises(DataError, match="classification needs integer class labels"):
         FishMask.from_fisher(Net(outputs=2), [dict(b, labels=b["labels"].float()) for b in _batches()], keep=10,
                              params=["a.weight", "b.weight"], fisher_at="warmup", warmup_steps=3)
