@@ -88,8 +88,9 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     from .plan import split_experiments
 
     multirun = [a for a in args if a in ("-m", "--multirun")]
+    rest = [a for a in args if a not in multirun]
     try:
-        experiments = split_experiments([a for a in args if a not in multirun])
+        experiments = split_experiments(rest)
     except ConfigError as err:
         print(f"fishtune: error: {err}", file=sys.stderr)
         return 2
@@ -103,9 +104,9 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     report = [f"++hydra.job.env_set.{OUTCOME_ENV}='{os.getpid()}:{elsewhere}'"] if elsewhere else []
     # The override goes first: argparse takes the overrides as one positional list, which must not
     # come after flags such as `--cfg job`.
-    sys.argv = ["fishtune run", *multirun, *report, *(a for a in args if a not in multirun)]
+    sys.argv = ["fishtune run", *multirun, *report, *rest]
     app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
-    if multirun and not checked and (problem := _bad_cell([a for a in args if a not in multirun])):
+    if multirun and not checked and (problem := _bad_cell(rest)):
         print(f"fishtune: error: {problem}", file=sys.stderr)
         return 2
     if not multirun and any(a.startswith("experiment=") for a in args):

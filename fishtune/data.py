@@ -21,6 +21,7 @@ import numpy as np
 from fishtune.errors import ConfigError, DataError
 from fishtune.tasks import TaskSpec
 
+
 def _shipped_glue_dir() -> Path:
     """The GLUE files fishtune ships: data/glue of the checkout this module lives in, else (an
     installed wheel) its package data `fishtune.glue`."""

@@ -10,13 +10,14 @@ unfinished run from its checkpoint; the record's `sessions` lists every process 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import shutil
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     task = get_task(cfg.task.name)
     train_ex, eval_ex = _load_data(cfg, task)  # (seeded subsets: no global RNG) before a skip: it must be this data's
     data = _digests(train_ex, eval_ex)
-    existing = _read_own_record(cfg, runtime, folder, data, legacy=_digests(train_ex, eval_ex, legacy=True))
+    legacy = functools.partial(_digests, train_ex, eval_ex, legacy=True)  # computed only for an older record
+    existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy)
     if existing and existing.get("status") == "complete" and cfg.train.resume:
         return _skipped(folder, existing)
 
@@ -99,7 +101,7 @@ def run_experiment(cfg: DictConfig) -> dict:
                                                               matched=matched)
 
     with RunFolderLock(folder), _sigterm_interrupts():  # one writer per run folder, first write to last
-        existing = _read_own_record(cfg, runtime, folder, data)  # as it is now that the folder is ours
+        existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy)  # as it is now that the folder is ours
         if existing and existing.get("status") == "complete" and cfg.train.resume:
             return _skipped(folder, existing)
         return _run_locked(cfg, runtime, folder, existing, data, task, loaded, setup, train_ex, eval_ex,
@@ -135,13 +137,13 @@ def _digests(train_ex: list[Example], eval_ex: dict[str, list[Example]], *, lega
 
 
 def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, data: dict[str, str], *,
-                     legacy: dict[str, str] | None = None) -> dict | None:
+                     legacy: Callable[[], dict[str, str]] | None = None) -> dict | None:
     """The folder's record, refusing one that resuming or skipping would credit to this command:
     one of another configuration (only an explicit `output_dir` can hold one: a folder fishtune
     names carries its config's digest), or a run on other data (`data_sha256`: the data files
     changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere).
     Records older than either digest pass that check; records whose `data_sha256` predates float32
-    regression labels (`examples_digest(legacy=True)`) are checked against that form."""
+    regression labels are checked against that form (`legacy()`, computed only for such a record)."""
     existing = read_record(folder / RECORD_NAME)
     if cfg.get("output_dir"):
         _refuse_foreign(folder, existing)
@@ -153,7 +155,8 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
         raise ConfigError(f"output_dir {folder} holds a run of another configuration (seed {theirs[1]}, config "
                           f"digest {theirs[0]}; this command: seed {ours[1]}, digest {ours[0]}); choose another "
                           "output_dir, or pass train.resume=false to replace that run")
-    if existing.get("data_sha256") not in (None, data, legacy):
+    recorded = existing.get("data_sha256")
+    if recorded not in (None, data) and (legacy is None or recorded != legacy()):
         raise ConfigError(f"{folder} holds a run on other data than this command reads (example digests "
                           f"{existing['data_sha256']}, now {data}): the data changed, or data.dir/data.source "
                           "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra overrides for the cell (e.g. mask.num_samples=256)")
     args = parser.parse_args(argv)
 
-    from fishtune.batching import encode, iterate
+    from fishtune.batching import encode
     from fishtune.config import pair_vanilla_method, validate
     from fishtune.fisher import empirical_fisher
     from fishtune.mask_stage import dense_warmup

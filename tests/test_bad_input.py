@@ -242,5 +242,10 @@ def test_a_record_with_the_digest_of_float64_scores_is_still_this_datas(run_cli,
     capsys.readouterr()
     assert run_cli(*cell) == 0
     assert "already complete" in capsys.readouterr().err
+    # ... and one that did not finish resumes (the check runs again once the folder is locked)
+    path.write_text(json.dumps(dict(rec, data_sha256=legacy, status="interrupted")))
+    assert run_cli(*cell) == 0
+    assert json.loads(path.read_text())["status"] == "complete"
+    capsys.readouterr()
     path.write_text(json.dumps(dict(rec, data_sha256=dict(legacy, train="0" * 16))))
     assert run_cli(*cell) == 1 and "holds a run on other data" in capsys.readouterr().err
