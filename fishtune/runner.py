@@ -31,13 +31,13 @@ from .batching import Encoded, encode
 from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
                      pair_vanilla_method, resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
-from .errors import ConfigError, DivergedError, FishtuneError, Terminated
+from .errors import ConfigError, DivergedError, FishtuneError, ModelLoadError, Terminated
 from .fisher_cache import build_with_cache
 from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
-from .models import load_model, max_tokens, uses_token_type_ids
+from .models import folder_digest, load_model, max_tokens, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
@@ -77,7 +77,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     train_ex, eval_ex = _load_data(cfg, task)  # (seeded subsets: no global RNG) before a skip: it must be this data's
     data = _digests(train_ex, eval_ex)
     legacy = functools.partial(_digests, train_ex, eval_ex, legacy=True)  # computed only for an older record
-    existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy)
+    model_files = _model_files_digest(cfg.model)
+    existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy, model_files=model_files)
     if existing and existing.get("status") == "complete" and cfg.train.resume:
         return _skipped(folder, existing)
 
@@ -101,11 +102,13 @@ def run_experiment(cfg: DictConfig) -> dict:
                                                               matched=matched)
 
     with RunFolderLock(folder), _sigterm_interrupts():  # one writer per run folder, first write to last
-        existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy)  # as it is now that the folder is ours
+        existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy,  # as it is now that the folder is ours
+                                    model_files=model_files, revision=loaded.revision)
         if existing and existing.get("status") == "complete" and cfg.train.resume:
             return _skipped(folder, existing)
         return _run_locked(cfg, runtime, folder, existing, data, task, loaded, setup, train_ex, eval_ex,
-                           method_total, head_total, keep, device, autocast, backbone=model_total - head_total)
+                           method_total, head_total, keep, device, autocast, backbone=model_total - head_total,
+                           model_files=model_files)
 
 
 @contextmanager
@@ -136,14 +139,32 @@ def _digests(train_ex: list[Example], eval_ex: dict[str, list[Example]], *, lega
             **{split: examples_digest(ex, legacy=legacy) for split, ex in eval_ex.items()}}
 
 
+def _model_files_digest(model_cfg: DictConfig) -> str | None:
+    """`models.folder_digest` of `model.path` (None for other sources: a package's version and a Hub
+    snapshot's commit are in the record already)."""
+    if not model_cfg.get("path") or model_cfg.get("tiny"):
+        return None
+    folder = Path(str(model_cfg.path))
+    if not folder.is_dir():
+        raise ModelLoadError(f"model.path {str(folder)!r} is not a folder")
+    try:
+        return folder_digest(folder)
+    except OSError as err:
+        raise ModelLoadError(f"cannot read model.path {str(folder)!r}: {err}") from err
+
+
 def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, data: dict[str, str], *,
-                     legacy: Callable[[], dict[str, str]] | None = None) -> dict | None:
+                     legacy: Callable[[], dict[str, str]] | None = None, model_files: str | None = None,
+                     revision: str | None = None) -> dict | None:
     """The folder's record, refusing one that resuming or skipping would credit to this command:
     one of another configuration (only an explicit `output_dir` can hold one: a folder fishtune
-    names carries its config's digest), or a run on other data (`data_sha256`: the data files
-    changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere).
-    Records older than either digest pass that check; records whose `data_sha256` predates float32
-    regression labels are checked against that form (`legacy()`, computed only for such a record)."""
+    names carries its config's digest), a run on other data (`data_sha256`: the data files
+    changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere), or
+    on another model: `model.path`'s files changed (`model_files_sha256`), or, once the model is
+    loaded (`revision` given), another snapshot of a Hub model (`model_revision`; a complete Hub
+    run is skipped without asking the Hub). Records older than a digest pass its check; records
+    whose `data_sha256` predates float32 regression labels are checked against that form
+    (`legacy()`, computed only for such a record)."""
     existing = read_record(folder / RECORD_NAME)
     if cfg.get("output_dir"):
         _refuse_foreign(folder, existing)
@@ -161,6 +182,13 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
                           f"{existing['data_sha256']}, now {data}): the data changed, or data.dir/data.source "
                           "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "
                           "replace that run")
+    for key, ours, what in (("model_files_sha256", model_files, f"the files of model.path {cfg.model.get('path')}"),
+                            ("model_revision", revision, f"the Hub snapshot of {cfg.model.get('hub_id')}")):
+        theirs = existing.get(key)
+        if ours is not None and theirs not in (None, ours):
+            raise ConfigError(f"{folder} holds a run on another model than this command loads: {what} changed "
+                              f"since ({key} {theirs}, now {ours}); use another runs_root (or output_dir), or "
+                              "train.resume=false to replace that run")
     return existing
 
 
@@ -190,7 +218,8 @@ def _skipped(folder: Path, existing: dict) -> dict:
 def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing: dict | None,
                 data: dict[str, str], task: TaskSpec,
                 loaded, setup: MethodSetup, train_ex, eval_ex, method_total: int, head_total: int,
-                keep: int | None, device: torch.device, autocast: bool, backbone: int) -> dict:
+                keep: int | None, device: torch.device, autocast: bool, backbone: int,
+                model_files: str | None = None) -> dict:
     """Everything that writes into the run folder (the caller holds its lock)."""
     # Nothing was written so far; from here on the run folder is ours.
     resuming = bool(cfg.train.resume and (folder / CHECKPOINT).exists())
@@ -204,6 +233,8 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
     atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     fields = {
         "status": "running", "task": task.name, "model": cfg.model.name, "model_source": loaded.source,
+        **({"model_revision": loaded.revision} if loaded.revision else {}),
+        **({"model_files_sha256": model_files} if model_files else {}),
         "test_model": loaded.is_tiny, "method": cfg.method.name, "method_tag": str(cfg.method.tag),
         "mask": cfg.mask.name, "mask_tag": str(cfg.mask.tag), "seed": int(cfg.seed),
         "trainable": {"peft_total": method_total, "peft_selected": keep or method_total,

@@ -11,6 +11,7 @@ from typing import Any
 
 import huggingface_hub
 import pytest
+import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -154,7 +155,7 @@ def test_a_hub_model_loads_the_snapshot_that_was_checked(hub_cache: Path, spy) -
     for file in package_model_dir(MINILM_PACKAGE).iterdir():
         (snapshot / file.name).symlink_to(file)
     loaded = load_model(model_cfg(hub_id="clean/minilm"), MRPC, seed=1)
-    assert loaded.source == "clean/minilm"
+    assert loaded.source == "clean/minilm" and loaded.revision == COMMIT
     pin = {"trust_remote_code": False, "revision": COMMIT, "cache_dir": str(hub_cache)}
     assert all(kwargs.items() >= pin.items() for _, kwargs in spy) and len(spy) == 2
 
@@ -224,3 +225,84 @@ def test_max_tokens_counts_roberta_positions_after_the_padding_id() -> None:
     assert max_tokens(BertConfig(max_position_embeddings=512)) == 512
     assert max_tokens(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512  # roberta-base
     assert max_tokens(DebertaV2Config()) is None    # relative positions: no absolute bound
+
+
+def _saved_tiny_bert(folder: Path, seed: int) -> Path:
+    """A small random-init BERT saved with the shipped tokenizer: a real `model.path` folder."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, pad_token_id=tokenizer.pad_token_id)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_folder_digest_reads_names_and_bytes(tmp_path: Path) -> None:
+    from fishtune.models import folder_digest
+
+    folder = tmp_path / "m"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"12")
+    (folder / "sub" / "b.bin").write_bytes(b"3")
+    first = folder_digest(folder)
+    assert len(first) == 16 and folder_digest(folder) == first
+    (folder / "a.bin").write_bytes(b"13")
+    assert folder_digest(folder) != first
+    (folder / "a.bin").write_bytes(b"12")
+    assert folder_digest(folder) == first
+    (folder / "sub" / "b.bin").rename(folder / "b.bin")   # same bytes, another name
+    assert folder_digest(folder) != first
+    (folder / "b.bin").unlink()
+    (folder / "a.bin").write_bytes(b"123")                 # the byte moved from one file into another
+    assert folder_digest(folder) != first
+
+
+RUN = ["model=minilm-l6", "train.epochs=1", "train.max_train_samples=32", "train.max_eval_samples=16",
+       "train.batch_size=8", "train.progress=false", f"data.dir={GLUE}"]
+
+
+def test_a_run_on_model_path_is_not_skipped_once_the_folder_changed(tmp_path: Path, monkeypatch, capsys) -> None:
+    from fishtune.cli import main
+
+    folder = _saved_tiny_bert(tmp_path / "model", seed=1)
+    monkeypatch.chdir(tmp_path)
+    run = [*RUN, f"model.path={folder}", f"runs_root={tmp_path / 'runs'}"]
+    assert main(["run", *run]) == 0
+    (path,) = (tmp_path / "runs").rglob("results.json")
+    rec = json.loads(path.read_text())
+    assert rec["model_files_sha256"] and "model_revision" not in rec
+    capsys.readouterr()
+    assert main(["run", *run]) == 0 and "already complete" in capsys.readouterr().err
+    _saved_tiny_bert(folder, seed=2)                      # other weights at the same path
+    assert main(["run", *run]) == 1
+    err = capsys.readouterr().err
+    assert "holds a run on another model" in err and "model.path" in err and "Traceback" not in err
+    assert json.loads(path.read_text()) == rec           # nothing written
+    assert main(["run", *run, "train.resume=false"]) == 0
+    again = json.loads(path.read_text())
+    assert again["status"] == "complete" and again["model_files_sha256"] != rec["model_files_sha256"]
+
+
+def test_a_hub_run_records_its_snapshot_and_resumes_only_on_it(hub_cache: Path, tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    from fishtune.cli import main
+
+    snapshot = cached_snapshot(hub_cache, "clean/tiny")
+    _saved_tiny_bert(snapshot, seed=1)
+    monkeypatch.chdir(tmp_path)
+    run = [*RUN, "model.package=null", "model.hub_id=clean/tiny", f"runs_root={tmp_path / 'runs'}"]
+    assert main(["run", *run]) == 0
+    (path,) = (tmp_path / "runs").rglob("results.json")
+    rec = json.loads(path.read_text())
+    assert rec["model_revision"] == COMMIT and rec["model_source"] == "clean/tiny"
+    path.write_text(json.dumps(dict(rec, status="interrupted", model_revision="f" * 40)))
+    capsys.readouterr()
+    assert main(["run", *run]) == 1
+    err = capsys.readouterr().err
+    assert "holds a run on another model" in err and "Hub snapshot of clean/tiny" in err and "Traceback" not in err
+    path.write_text(json.dumps(dict(rec, status="interrupted")))   # its own snapshot: resumed
+    assert main(["run", *run]) == 0
+    assert json.loads(path.read_text())["status"] == "complete"
