@@ -80,3 +80,47 @@ def test_bench_only_selects_comparisons(tmp_path):
     assert main(["--model", "tiny-bert", "--repeats", "2", "--only", "inference", "--out", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("*.json")
     assert set(json.loads(path.read_text())["comparisons"]) == {"inference"}
+
+
+@pytest.fixture(scope="module")
+def tiny_ctx():
+    import argparse
+
+    import torch
+
+    from fishtune.bench.common import build_context
+
+    args = argparse.Namespace(model="tiny-bert", seed=0, batch_size=8, epoch_batches=1, fisher_samples=8)
+    return build_context(args, torch.device("cpu"), autocast=False)
+
+
+def test_the_step_arms_differ_by_the_mask_alone(tiny_ctx, monkeypatch):
+    """The vanilla and masked steps get the same optimizer from the same call (class, lr, decay,
+    betas, eps, fused/foreach), so the masked/vanilla ratio times the mask and nothing else."""
+    from fishtune.bench import common
+
+    calls = []
+    real = common.make_optimizer
+    monkeypatch.setattr(common, "make_optimizer", lambda params, **kw: calls.append(kw) or real(params, **kw))
+    common.vanilla_step(tiny_ctx, common.train_copy(tiny_ctx))
+    _, _, masked_opt = common.masked_step(tiny_ctx, common.train_copy(tiny_ctx))
+    assert len(calls) == 2 and calls[0] == calls[1] and calls[0]["weight_decay"] == 0.0
+
+    vanilla_opt = real([p for p in common.train_copy(tiny_ctx).parameters() if p.requires_grad], **calls[0])
+    settings = [{k: v for k, v in opt.param_groups[0].items() if k not in ("params", "initial_lr")} for opt in (vanilla_opt, masked_opt)]
+    assert type(vanilla_opt) is type(masked_opt) and settings[0] == settings[1]
+
+
+def test_both_fisher_arms_run_in_fp32_whatever_the_bench_precision(tiny_ctx, monkeypatch):
+    from dataclasses import replace
+
+    from fishtune.bench import fisher
+
+    seen = []
+    for name in ("fisher_reference", "fisher_fishtune"):
+        real = getattr(fisher, name)
+        monkeypatch.setattr(fisher, name, lambda *a, _real=real, _name=name, **kw: seen.append((_name, kw["autocast"]))
+                            or _real(*a, **kw))
+    result = fisher.compare_fisher(replace(tiny_ctx, autocast=True), repeats=1, num_samples=4)
+    assert {name for name, _ in seen} == {"fisher_reference", "fisher_fishtune"}
+    assert all(autocast is False for _, autocast in seen) and result["masks_identical"] is True
