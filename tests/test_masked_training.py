@@ -195,3 +195,35 @@ def test_an_inf_gradient_on_a_frozen_entry_neither_moves_it_nor_poisons_the_opti
     opt.step()
     assert w[0].item() == 0.5 and torch.isfinite(opt.state[w]["exp_avg"]).all()
     assert entry_mask.frozen_changed() == 0
+
+
+def test_a_run_whose_frozen_entries_moved_is_recorded_failed(run_cli, tmp_path: Path, monkeypatch, capsys) -> None:
+    # The run's own audit, against a broken restore: weight decay then moves the frozen entries.
+    monkeypatch.setattr(EntryMask, "restore_frozen", lambda self: None)
+    assert run_cli("mask=random", "method.r=4", "train.weight_decay=0.1") == 1
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "failed" and rec["frozen_changed"] > 0
+    assert f"{rec['frozen_changed']} entries outside the mask changed during training" in rec["error"]
+    assert "entries outside the mask changed during training" in capsys.readouterr().err
+    assert (Path(rec["output_dir"]) / "traceback.txt").is_file()
+
+
+@pytest.mark.parametrize("num_samples", [10, 100])   # below and above the 24 examples
+def test_fisher_examples_is_the_number_of_distinct_examples_the_fisher_batches_hold(num_samples: int) -> None:
+    from fishtune.selection import _fisher_batches
+
+    g = torch.Generator().manual_seed(2)
+    # example i starts with token i + 1: a batch row names its example
+    ids = [[i + 1] + torch.randint(1, 50, (int(torch.randint(2, 10, (1,), generator=g)),), generator=g).tolist()
+           for i in range(24)]
+    data = Encoded(ids, None, torch.randint(0, 2, (24,), generator=g))
+    cfg = OmegaConf.create({"strategy": "fish", "fisher_at": "init", "warmup_steps": 0, "fisher_batch_size": 4,
+                            "num_samples": num_samples, "estimator": "auto", "labels": "empirical", "seed": 0,
+                            "scope": "global"})
+    rows = [int(first) for batch in _fisher_batches(data, cfg, seed=0, pad_id=0, device=torch.device("cpu"))
+            for first in batch["input_ids"][:, 0]]
+    assert len(rows) == len(set(rows)) == min(num_samples, len(data))
+    model, lora = _tiny_lora()
+    result = build_mask(model, lora, cfg, data, keep=10, lr=1e-2, seed=0, pad_id=0, device=torch.device("cpu"),
+                        autocast=False)
+    assert result.stats["fisher_examples"] == len(rows)
