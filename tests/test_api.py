@@ -288,6 +288,42 @@ def test_wrong_inputs_give_one_clear_error() -> None:
         FishMask.from_fisher(frozen, _batches(), keep=10)
 
 
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random", live=True,
+                                                                   scope="per_tensor"),
+                 "live=True needs scope='global'", id="live-per-tensor"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random", warmup_steps=-1),
+                 "warmup_steps must be an integer >= 0, got -1", id="warmup-steps"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random", num_samples=0),
+                 "num_samples must be a positive integer, got 0", id="num-samples"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep_ratio=1e-6, strategy="random"),
+                 "keep_ratio 1e-06 of .* candidate entries keeps none", id="keeps-none"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.load(tmp / "nothing.safetensors"),
+                 "no mask file .*nothing.safetensors", id="load-missing"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random").verify(),
+                 r"verify\(\) needs the model the mask is bound to", id="verify-unbound"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random").bind()
+                 .verify(_lora(_bert())), r"verify\(\) needs the model the mask is bound to", id="verify-other-model"),
+])
+def test_fishmask_refuses_bad_arguments_with_a_config_error(call, message: str, tmp_path: Path) -> None:
+    from fishtune import FishMask
+
+    with pytest.raises(ConfigError, match=message):
+        call(FishMask, _lora(_bert()), tmp_path)
+
+
+@pytest.mark.parametrize("params, message", [
+    (["base_model.model.nosuch.weight"], "params: unknown parameter 'base_model.model.nosuch.weight' .1 in all."),
+    (["base_model.model.bert.embeddings.word_embeddings.weight"],
+     "params: not trainable parameter 'base_model.model.bert.embeddings.word_embeddings.weight'"),
+], ids=["unknown", "frozen"])
+def test_candidates_params_must_name_trainable_parameters(params: list[str], message: str) -> None:
+    from fishtune.candidates import candidates
+
+    with pytest.raises(ConfigError, match=message):
+        candidates(_lora(_bert()), params=params)
+
+
 def test_a_mask_is_boolean_and_a_batch_holds_tensors_only(tmp_path: Path) -> None:
     """Scores or trained weights (a run's peft_final.safetensors has the mask's names and shapes) are
     no mask: they would be read as nearly dense masks."""
