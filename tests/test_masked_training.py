@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import records
+from fishtune.errors import ConfigError
 from fishtune.batching import Encoded
 from fishtune.frozen import EntryMask, count_changed
 from fishtune.masking import select_mask
@@ -112,6 +113,34 @@ def test_budget_accounting() -> None:
     assert mask_budget(cfg, method_total=1000, head_total=100) == 500
     assert mask_budget(OmegaConf.merge(cfg, {"head_in_budget": True}), method_total=1000, head_total=100) == 450
     assert mask_budget(OmegaConf.merge(cfg, {"keep": 7}), method_total=1000, head_total=100) == 7
+
+
+@pytest.mark.parametrize("overrides, matched, message", [
+    ({"keep_match": "lora"}, 1001, "mask.keep_match=lora trains 1001 entries, more than this method's 1000 candidates"),
+    ({"keep": 1001}, None, "mask.keep=1001 is larger than the method's 1000 parameters"),
+    ({"keep_ratio": 0.0004}, None, r"the mask budget is 0 entries \(keep_ratio 0.0004 of 1000\); raise"),
+    ({"keep_ratio": 0.05, "head_in_budget": True}, None, "the mask budget is -45 entries .* minus the head"),
+], ids=["keep-match-too-large", "keep-too-large", "below-one", "below-one-with-the-head"])
+def test_budget_errors(overrides: dict, matched: int | None, message: str) -> None:
+    # 1000 method entries, a head of 100: round(0.05 * 1100) - 100 = -45
+    cfg = OmegaConf.create({"keep": None, "keep_ratio": 0.5, "head_in_budget": False, "keep_match": None, **overrides})
+    with pytest.raises(ConfigError, match=message):
+        mask_budget(cfg, method_total=1000, head_total=100, matched=matched)
+
+
+def test_entry_mask_refuses_a_second_attach_and_a_mask_of_another_shape() -> None:
+    model, lora = _tiny_lora()
+    params = dict(model.named_parameters())
+    mask = {n: torch.rand(params[n].shape) < 0.5 for n in lora}
+    entry_mask = EntryMask(model, mask)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    entry_mask.attach(opt)
+    with pytest.raises(RuntimeError, match="already attached to an optimizer; detach"):
+        entry_mask.attach(opt)
+    entry_mask.unbind()
+    wrong = {**mask, lora[0]: mask[lora[0]].T}   # (4, 16) -> (16, 4)
+    with pytest.raises(ConfigError, match=rf"mask shape \(16, 4\) does not match parameter '{lora[0]}' \(4, 16\)"):
+        EntryMask(model, wrong)
 
 
 def test_cli_fish_run_writes_audit_files(run_cli, tmp_path: Path) -> None:
