@@ -118,21 +118,25 @@ def test_hooks_mask_accumulated_grads_before_clipping_and_restore_after_each_ste
     batches = _batches(8)
 
     # Two micro-batches (gradient accumulation): the accumulated gradient is masked, and the norm
-    # clip_grad_norm_ returns is that of the masked gradients (dropout off: both passes alike).
+    # clip_grad_norm_ returns is that of the masked gradients (dropout off: both passes alike). The
+    # LoRA tensors only: the unmasked head's gradient would dwarf the difference.
     model.eval()
     for batch in batches:
         model(**batch).loss.backward()
     hooked = {n: params[n].grad.clone() for n in lora}
-    norm = torch.nn.utils.clip_grad_norm_(trainable, 1e9)
+    norm = torch.nn.utils.clip_grad_norm_([params[n] for n in lora], 1e9)
     mask.detach()
     opt.zero_grad()
-    for batch in batches:
+    for batch in batches:   # the same two micro-batches, unhooked
         model(**batch).loss.backward()
+
+    def lora_norm(masked: bool) -> torch.Tensor:
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(
+            params[n].grad * mask.mask[n] if masked else params[n].grad) for n in lora]))
+
+    assert torch.allclose(norm, lora_norm(masked=True)) and norm < 0.9 * lora_norm(masked=False)
     for n in lora:
         assert torch.equal(hooked[n], params[n].grad * mask.mask[n]), n
-    expected = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(
-        hooked[n] if n in hooked else p.grad) for n, p in params.items() if p.grad is not None]))
-    assert torch.allclose(norm, expected)
     opt.zero_grad()
 
     mask.attach(opt)
@@ -284,6 +288,42 @@ def test_wrong_inputs_give_one_clear_error() -> None:
         FishMask.from_fisher(frozen, _batches(), keep=10)
 
 
+@pytest.mark.parametrize("call, message", [
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random", live=True,
+                                                                   scope="per_tensor"),
+                 "live=True needs scope='global'", id="live-per-tensor"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random", warmup_steps=-1),
+                 "warmup_steps must be an integer >= 0, got -1", id="warmup-steps"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random", num_samples=0),
+                 "num_samples must be a positive integer, got 0", id="num-samples"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep_ratio=1e-6, strategy="random"),
+                 "keep_ratio 1e-06 of .* candidate entries keeps none", id="keeps-none"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.load(tmp / "nothing.safetensors"),
+                 "no mask file .*nothing.safetensors", id="load-missing"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random").verify(),
+                 r"verify\(\) needs the model the mask is bound to", id="verify-unbound"),
+    pytest.param(lambda FishMask, model, tmp: FishMask.from_fisher(model, keep=10, strategy="random").bind()
+                 .verify(_lora(_bert())), r"verify\(\) needs the model the mask is bound to", id="verify-other-model"),
+])
+def test_fishmask_refuses_bad_arguments_with_a_config_error(call, message: str, tmp_path: Path) -> None:
+    from fishtune import FishMask
+
+    with pytest.raises(ConfigError, match=message):
+        call(FishMask, _lora(_bert()), tmp_path)
+
+
+@pytest.mark.parametrize("params, message", [
+    (["base_model.model.nosuch.weight"], "params: unknown parameter 'base_model.model.nosuch.weight' .1 in all."),
+    (["base_model.model.bert.embeddings.word_embeddings.weight"],
+     "params: not trainable parameter 'base_model.model.bert.embeddings.word_embeddings.weight'"),
+], ids=["unknown", "frozen"])
+def test_candidates_params_must_name_trainable_parameters(params: list[str], message: str) -> None:
+    from fishtune.candidates import candidates
+
+    with pytest.raises(ConfigError, match=message):
+        candidates(_lora(_bert()), params=params)
+
+
 def test_a_mask_is_boolean_and_a_batch_holds_tensors_only(tmp_path: Path) -> None:
     """Scores or trained weights (a run's peft_final.safetensors has the mask's names and shapes) are
     no mask: they would be read as nearly dense masks."""
@@ -345,6 +385,18 @@ def test_the_warm_up_restores_buffers_and_reads_the_task_as_the_fisher_does() ->
     with pytest.raises(DataError, match="classification needs integer class labels"):
         FishMask.from_fisher(Net(outputs=2), [dict(b, labels=b["labels"].float()) for b in _batches()], keep=10,
                              params=["a.weight", "b.weight"], fisher_at="warmup", warmup_steps=3)
+
+
+def test_the_warm_up_and_the_fisher_leave_the_torch_rng_as_it_was() -> None:
+    # the warm-up trains with dropout (it draws from the RNG); the caller's stream must not move
+    from fishtune import FishMask
+
+    model = _lora(_bert())   # LoRA's zero B: fisher_at="auto" warms up
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    mask = FishMask.from_fisher(model, _batches(), keep=100, num_samples=8, warmup_steps=3)
+    assert mask.info["fisher_at"] == "warmup" and mask.info["warmup_steps"] == 3
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 # --- binding: requires_grad, leftover gradients, the model changing, DDP ---------------------------
@@ -492,6 +544,54 @@ def test_ddp_without_find_unused_parameters(tmp_path: Path) -> None:
         assert all(p.requires_grad for p in model.parameters())
         assert mask.verify(model)["frozen_changed"] == 0
         assert _frozen_changed(model, initial, mask.mask) == 0 < _moved(model, initial, mask.mask)
+        mask.detach()
+    finally:
+        dist.destroy_process_group()
+
+
+def _with_one_tensor_unselected(model) -> tuple[dict[str, torch.Tensor], str]:
+    """`_half_lora_mask` with nothing selected in its first tensor, and that tensor's name."""
+    mask = _half_lora_mask(100)
+    empty = next(iter(mask))
+    return {**mask, empty: torch.zeros_like(mask[empty])}, empty
+
+
+def _nudge(param: torch.Tensor) -> None:
+    """Move one entry by one ulp, outside any optimizer."""
+    with torch.no_grad():
+        param.view(-1)[0] = torch.nextafter(param.view(-1)[0], torch.tensor(float("inf")))
+
+
+def test_verify_sees_a_write_to_a_tensor_with_nothing_selected() -> None:
+    # snapshot=True (bind's default) keeps a CPU copy of such a tensor; a write to it is caught
+    from fishtune import FishMask
+
+    model = _lora(_bert(), r=8)
+    entries, empty = _with_one_tensor_unselected(model)
+    mask = FishMask(entries, model=model).bind(model)
+    param = dict(model.named_parameters())[empty]
+    assert not param.requires_grad and mask.verify(model)["frozen_changed"] == 0
+    _nudge(param)
+    with pytest.raises(FishtuneError, match="^1 of .* frozen entries changed"):
+        mask.verify(model)
+
+
+def test_verify_sees_a_write_to_a_held_tensor_under_torch_distributed(tmp_path: Path) -> None:
+    # under torch.distributed such a tensor is held (still requires grad): its copy is what verify compares
+    import torch.distributed as dist
+
+    from fishtune import FishMask
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = _lora(_bert(), r=8)
+        entries, empty = _with_one_tensor_unselected(model)
+        mask = FishMask(entries, model=model).bind(model, snapshot=False)
+        param = dict(model.named_parameters())[empty]
+        assert param.requires_grad and mask.verify(model)["frozen_changed"] == 0
+        _nudge(param)
+        with pytest.raises(FishtuneError, match="^1 of .* frozen entries changed"):
+            mask.verify(model)
         mask.detach()
     finally:
         dist.destroy_process_group()

@@ -29,12 +29,16 @@ def test_run_writes_a_complete_record(run_cli, tmp_path: Path) -> None:
     assert folder.parts[-5:-1] == ("rte", "tiny-bert", "lora-r8", "none")
 
 
-def test_rerun_of_a_complete_run_is_skipped(run_cli, tmp_path: Path) -> None:
+def test_rerun_of_a_complete_run_is_skipped(run_cli, tmp_path: Path, capsys) -> None:
     assert run_cli() == 0
     (first,) = records(tmp_path / "runs")
+    written = (Path(first["output_dir"]) / "results.json").stat().st_mtime_ns
+    capsys.readouterr()
     assert run_cli() == 0
     (again,) = records(tmp_path / "runs")
     assert again["finished_at"] == first["finished_at"]
+    assert (Path(first["output_dir"]) / "results.json").stat().st_mtime_ns == written  # not even rewritten
+    assert f"already complete: {first['output_dir']}" in capsys.readouterr().err
 
 
 def test_multirun_of_two_cells(run_cli, tmp_path: Path, capsys) -> None:

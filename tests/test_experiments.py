@@ -209,6 +209,7 @@ def test_a_list_or_malformed_experiment_sweep_is_refused_in_one_line(run_cli, tm
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # expands and plans several sweeps (~24 s)
 def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, capsys) -> None:
     """`fishtune plan` expands a sweep as `fishtune run -m` does and reads each cell's record."""
     from fishtune.plan import main as plan_main

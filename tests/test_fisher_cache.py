@@ -133,3 +133,18 @@ def test_inputs_digest_reads_the_models_own_config_but_not_its_path() -> None:
     assert inputs_digest(model, data) == before
     model.config.hidden_dropout_prob = 0.0
     assert inputs_digest(model, data) != before
+
+
+@pytest.mark.parametrize("shapes", [{"a": (3, 2), "b": (4,)}, {"a": (2, 3)}, {"a": (2, 3), "b": (4,), "c": (1,)}],
+                         ids=["other-shape", "fewer-candidates", "more-candidates"])
+def test_a_cached_fisher_that_does_not_fit_the_candidates_is_a_miss(tmp_path: Path, caplog, shapes) -> None:
+    import logging
+
+    from fishtune.fisher_cache import load_cached, save_cached
+
+    path = tmp_path / "key.safetensors"
+    save_cached(path, {"a": torch.rand(2, 3), "b": torch.rand(4)}, {"computed_by": "elsewhere"})
+    assert load_cached(path, {"a": (2, 3), "b": (4,)}).meta == {"computed_by": "elsewhere"}   # it fits: a hit
+    with caplog.at_level(logging.WARNING, logger="fishtune.fisher_cache"):
+        assert load_cached(path, shapes) is None
+    assert f"{path} does not fit this run's candidates; estimating again" in caplog.text

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conftest import records
+from fishtune.errors import ConfigError
 from fishtune.batching import Encoded
 from fishtune.frozen import EntryMask, count_changed
 from fishtune.masking import select_mask
@@ -114,6 +115,34 @@ def test_budget_accounting() -> None:
     assert mask_budget(OmegaConf.merge(cfg, {"keep": 7}), method_total=1000, head_total=100) == 7
 
 
+@pytest.mark.parametrize("overrides, matched, message", [
+    ({"keep_match": "lora"}, 1001, "mask.keep_match=lora trains 1001 entries, more than this method's 1000 candidates"),
+    ({"keep": 1001}, None, "mask.keep=1001 is larger than the method's 1000 parameters"),
+    ({"keep_ratio": 0.0004}, None, r"the mask budget is 0 entries \(keep_ratio 0.0004 of 1000\); raise"),
+    ({"keep_ratio": 0.05, "head_in_budget": True}, None, "the mask budget is -45 entries .* minus the head"),
+], ids=["keep-match-too-large", "keep-too-large", "below-one", "below-one-with-the-head"])
+def test_budget_errors(overrides: dict, matched: int | None, message: str) -> None:
+    # 1000 method entries, a head of 100: round(0.05 * 1100) - 100 = -45
+    cfg = OmegaConf.create({"keep": None, "keep_ratio": 0.5, "head_in_budget": False, "keep_match": None, **overrides})
+    with pytest.raises(ConfigError, match=message):
+        mask_budget(cfg, method_total=1000, head_total=100, matched=matched)
+
+
+def test_entry_mask_refuses_a_second_attach_and_a_mask_of_another_shape() -> None:
+    model, lora = _tiny_lora()
+    params = dict(model.named_parameters())
+    mask = {n: torch.rand(params[n].shape) < 0.5 for n in lora}
+    entry_mask = EntryMask(model, mask)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    entry_mask.attach(opt)
+    with pytest.raises(RuntimeError, match="already attached to an optimizer; detach"):
+        entry_mask.attach(opt)
+    entry_mask.unbind()
+    wrong = {**mask, lora[0]: mask[lora[0]].T}   # (4, 16) -> (16, 4)
+    with pytest.raises(ConfigError, match=rf"mask shape \(16, 4\) does not match parameter '{lora[0]}' \(4, 16\)"):
+        EntryMask(model, wrong)
+
+
 def test_cli_fish_run_writes_audit_files(run_cli, tmp_path: Path) -> None:
     assert run_cli("mask=fish", "method.r=16", "mask.num_samples=16", "mask.warmup_steps=3",
                    "train.weight_decay=0.1", "train.epochs=2") == 0
@@ -195,3 +224,35 @@ def test_an_inf_gradient_on_a_frozen_entry_neither_moves_it_nor_poisons_the_opti
     opt.step()
     assert w[0].item() == 0.5 and torch.isfinite(opt.state[w]["exp_avg"]).all()
     assert entry_mask.frozen_changed() == 0
+
+
+def test_a_run_whose_frozen_entries_moved_is_recorded_failed(run_cli, tmp_path: Path, monkeypatch, capsys) -> None:
+    # The run's own audit, against a broken restore: weight decay then moves the frozen entries.
+    monkeypatch.setattr(EntryMask, "restore_frozen", lambda self: None)
+    assert run_cli("mask=random", "method.r=4", "train.weight_decay=0.1") == 1
+    (rec,) = records(tmp_path / "runs")
+    assert rec["status"] == "failed" and rec["frozen_changed"] > 0
+    assert f"{rec['frozen_changed']} entries outside the mask changed during training" in rec["error"]
+    assert "entries outside the mask changed during training" in capsys.readouterr().err
+    assert (Path(rec["output_dir"]) / "traceback.txt").is_file()
+
+
+@pytest.mark.parametrize("num_samples", [10, 100])   # below and above the 24 examples
+def test_fisher_examples_is_the_number_of_distinct_examples_the_fisher_batches_hold(num_samples: int) -> None:
+    from fishtune.selection import _fisher_batches
+
+    g = torch.Generator().manual_seed(2)
+    # example i starts with token i + 1: a batch row names its example
+    ids = [[i + 1] + torch.randint(1, 50, (int(torch.randint(2, 10, (1,), generator=g)),), generator=g).tolist()
+           for i in range(24)]
+    data = Encoded(ids, None, torch.randint(0, 2, (24,), generator=g))
+    cfg = OmegaConf.create({"strategy": "fish", "fisher_at": "init", "warmup_steps": 0, "fisher_batch_size": 4,
+                            "num_samples": num_samples, "estimator": "auto", "labels": "empirical", "seed": 0,
+                            "scope": "global"})
+    rows = [int(first) for batch in _fisher_batches(data, cfg, seed=0, pad_id=0, device=torch.device("cpu"))
+            for first in batch["input_ids"][:, 0]]
+    assert len(rows) == len(set(rows)) == min(num_samples, len(data))
+    model, lora = _tiny_lora()
+    result = build_mask(model, lora, cfg, data, keep=10, lr=1e-2, seed=0, pad_id=0, device=torch.device("cpu"),
+                        autocast=False)
+    assert result.stats["fisher_examples"] == len(rows)

@@ -97,3 +97,43 @@ def test_bad_inputs() -> None:
         compute_metrics(get_task("stsb"), {"dev": (np.zeros((10, 2)), LABELS)})
     with pytest.raises(ValueError, match="for 10 labels"):
         compute_metrics(get_task("rte"), {"dev": (logits(PREDS[:5]), LABELS)})
+
+
+def _encoded(labels: list):
+    import torch
+
+    from fishtune.batching import Encoded
+
+    dtype = torch.float32 if isinstance(labels[0], float) else torch.long
+    return Encoded([[1, 2]] * len(labels), None, torch.tensor(labels, dtype=dtype))
+
+
+def test_majority_baseline_predicts_the_training_splits_majority_class() -> None:
+    from fishtune.runner import majority_baseline
+
+    # MRPC: training majority 1 (dev's is 0); predicting 1 on dev [1,0,0,1,0]: TP=2, FP=3, FN=0
+    # -> accuracy 2/5, F1 = 4/7; score = (57.1429 + 40) / 2
+    result = majority_baseline(get_task("mrpc"), _encoded([1, 1, 0]), {"dev": _encoded([1, 0, 0, 1, 0])})
+    assert result == {"f1": 57.1429, "accuracy": 40.0, "score": 48.5714}
+    # MNLI, both dev splits: training majority 2 -> matched 1 of 4, mismatched 3 of 4
+    result = majority_baseline(get_task("mnli"), _encoded([2, 2, 1, 0, 2]),
+                               {"dev_matched": _encoded([2, 0, 0, 1]), "dev_mismatched": _encoded([2, 2, 2, 1])})
+    assert result == {"accuracy_matched": 25.0, "accuracy_mismatched": 75.0, "score": 50.0}
+
+
+def test_majority_baseline_of_regression_predicts_the_training_mean(monkeypatch) -> None:
+    import fishtune.runner as runner
+
+    seen = {}
+
+    def capture(task, outputs):
+        seen.update(outputs)
+        return compute_metrics(task, outputs)
+
+    monkeypatch.setattr(runner, "compute_metrics", capture)
+    # training labels 1, 2, 6: mean 3 (median 2); a constant prediction correlates 0 with anything
+    result = runner.majority_baseline(get_task("stsb"), _encoded([1.0, 2.0, 6.0]),
+                                      {"dev": _encoded([0.0, 1.0, 4.0, 5.0])})
+    assert result == {"pearson": 0.0, "spearman": 0.0, "score": 0.0}
+    preds, labels = seen["dev"]
+    assert preds.tolist() == [3.0] * 4 and labels.tolist() == [0.0, 1.0, 4.0, 5.0]

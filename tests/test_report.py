@@ -622,6 +622,7 @@ def test_a_report_is_byte_identical_when_regenerated(tmp_path: Path) -> None:
     assert not mismatch and not errors, mismatch
 
 
+@pytest.mark.slow  # three reports with figures (~16 s)
 def test_a_rerun_into_the_same_folder_drops_figures_no_longer_made(tmp_path: Path) -> None:
     runs, out, fresh = tmp_path / "runs", tmp_path / "out", tmp_path / "fresh"
     _fixture(runs)
