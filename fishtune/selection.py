@@ -47,6 +47,10 @@ def mask_budget(mask_cfg: DictConfig, *, method_total: int, head_total: int, mat
     if keep > method_total:
         raise ConfigError(f"mask.keep={keep} is larger than the method's {method_total} parameters; "
                           "lower mask.keep or use mask.keep_ratio")
+    if keep < 1 and matched is not None:
+        raise ConfigError(f"mask.keep_match={mask_cfg.keep_match} leaves a budget of {keep} entries for this "
+                          "method's mask (what that config trains, less what this one trains densely); match a "
+                          "larger config")
     if keep < 1:
         raise ConfigError(f"the mask budget is {keep} entries (keep_ratio {mask_cfg.keep_ratio} of {method_total}"
                           f"{' minus the head' if mask_cfg.head_in_budget else ''}); raise mask.keep_ratio")

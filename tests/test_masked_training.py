@@ -120,7 +120,8 @@ def test_budget_accounting() -> None:
     ({"keep": 1001}, None, "mask.keep=1001 is larger than the method's 1000 parameters"),
     ({"keep_ratio": 0.0004}, None, r"the mask budget is 0 entries \(keep_ratio 0.0004 of 1000\); raise"),
     ({"keep_ratio": 0.05, "head_in_budget": True}, None, "the mask budget is -45 entries .* minus the head"),
-], ids=["keep-match-too-large", "keep-too-large", "below-one", "below-one-with-the-head"])
+    ({"keep_match": "prefix"}, 0, "mask.keep_match=prefix leaves a budget of 0 entries .* match a larger config"),
+], ids=["keep-match-too-large", "keep-too-large", "below-one", "below-one-with-the-head", "keep-match-below-one"])
 def test_budget_errors(overrides: dict, matched: int | None, message: str) -> None:
     # 1000 method entries, a head of 100: round(0.05 * 1100) - 100 = -45
     cfg = OmegaConf.create({"keep": None, "keep_ratio": 0.5, "head_in_budget": False, "keep_match": None, **overrides})
