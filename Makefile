@@ -83,6 +83,7 @@ progress-cpu: install  ## how much of reproduce-cpu is done, per experiment (CPU
 reproduce: install  ## the paper-scale study (Hub models on a CUDA GPU: Tables 1, 3, 6), then the report
 	for e in $(GPU_EXPERIMENTS); do $(BIN)/fishtune run -m experiment=$$e train.device=cuda runs_root=$(GPU_RUNS) $(GPU_LAUNCHER) \
 	  || echo "make: experiment $$e: some cells failed or diverged (their records say why); going on"; done
+	@test -d $(GPU_RUNS) || { echo "make: no $(GPU_RUNS): no cell wrote a record (no CUDA GPU here, or no Hub access); nothing to report" >&2; exit 1; }
 	$(BIN)/python scripts/snapshot_records.py $(GPU_RUNS) results/study/paper-gpu
 	$(BIN)/fishtune report --runs results/study/paper-gpu --out results/tables/paper-gpu
 

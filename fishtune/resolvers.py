@@ -8,6 +8,8 @@
 - `${fishtune.tag:<base>,<label>,<value>,<default>,...}`: the same rule for the other methods' tags.
 - `${fishtune.paired:${mask.name},<vanilla>,<masked>}`: one value per side of a pair (configs/pair/).
 - `${fishtune.budget:${.keep_ratio},${.keep_match}}`: `k0.5`, or `match.<matched method tag>`.
+- `${fishtune.by_name:${method.name},<default>,<name>,<value>,...}`: a per-method value in an
+  experiment file (the paper-scale LoRA/DoRA learning rate).
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def paired(mask_name: str, vanilla: object, masked: object) -> object:
     return vanilla if mask_name == "none" else masked
 
 
+def by_name(name: str, default: object, *pairs: object) -> object:
+    """`${fishtune.by_name:${method.name},<default>,lora,5e-4,dora,5e-4}`: the value paired with
+    `name`, else `default` (an experiment's per-method setting, e.g. a learning rate at paper scale)."""
+    if len(pairs) % 2:
+        raise ValueError("fishtune.by_name takes a name, a default and (name, value) pairs")
+    return dict(zip(map(str, pairs[0::2]), pairs[1::2])).get(str(name), default)
+
+
 def budget_tag(keep_ratio: float, keep_match: object = None, keep: object = None) -> str:
     """The budget part of a mask tag: `k0.5`, `n147` (an absolute count, `mask.keep`), or
     `match.<tag of the matched method config>`."""
@@ -81,6 +91,7 @@ def budget_tag(keep_ratio: float, keep_match: object = None, keep: object = None
 
 def register_resolvers() -> None:
     for name, fn in (("fishtune.scaled", scaled), ("fishtune.lora_tag", lora_tag), ("fishtune.live_suffix", live_suffix),
-                     ("fishtune.tag", knob_tag), ("fishtune.paired", paired), ("fishtune.budget", budget_tag)):
+                     ("fishtune.tag", knob_tag), ("fishtune.paired", paired), ("fishtune.budget", budget_tag),
+                     ("fishtune.by_name", by_name)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -8,15 +8,19 @@
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
 # and commit $OUT/*.json under results/bench/. ~5 min of device time once the machine is up.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 OUT=${OUT:-results/gpu}
 mkdir -p "$OUT"
-if [ -d .whl ]; then   # the tested versions, ahead of the image's own (transformers 5.x, hub 1.x)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  cp -r .whl/site/. /tmp/site/
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-else
-  echo "gpu_check: no .whl/ (bash scripts/gpu_wheels.sh, then carry it): using the image's packages" >&2
+# The machine has no network and lacks hydra-core, omegaconf, adapters and datasets: without the
+# carried wheels nothing below can import, so stop with the one step that fixes it.
+if ! compgen -G ".whl/*.whl" > /dev/null || [ ! -d .whl/site ]; then
+  echo "gpu_check: no .whl/*.whl and .whl/site/: run 'bash scripts/gpu_wheels.sh' where the registries are reachable, then carry .whl" >&2
+  exit 2
 fi
+# the tested versions, ahead of the image's own (transformers 5.x, hub 1.x)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+cp -r .whl/site/. /tmp/site/
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 python3 -c "import torch, transformers, peft, adapters, hydra; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT/versions.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         sys.stdout.write(methods_table(args.tables, args.task))
-    except LookupError as err:
+    except (LookupError, OSError, ValueError) as err:   # a row or task missing; a CSV missing or unreadable
         print(f"methods_table: error: {err}", file=sys.stderr)
         return 2
     return 0

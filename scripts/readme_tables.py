@@ -182,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except (BlockError, OSError) as err:
         print(f"readme_tables: {err}", file=sys.stderr)
         return 2
+    except (KeyError, StopIteration) as err:   # a table without the column or row a block cuts
+        print(f"readme_tables: a table lacks what a block reads ({type(err).__name__}: {err}); "
+              "regenerate it with `fishtune report`", file=sys.stderr)
+        return 2
     if not blocks:
         print(f"readme_tables: no `<!-- readme_tables KIND FOLDER: ARGUMENT -->` block in {args.readme}", file=sys.stderr)
         return 2

@@ -44,6 +44,7 @@ Fisher sample and warm-up batches).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -57,12 +58,22 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-SEED = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1   # --seed N: another seed
 EPOCHS = 3
 SUFFIX = {"hf_grouped": "", "fishtune": "_fishtune_order", "shuffled": "_shuffled"}   # --order -> its result keys
 ORDERS = tuple(SUFFIX)
-ORDER = sys.argv[sys.argv.index("--order") + 1] if "--order" in sys.argv else "hf_grouped"
-assert ORDER in ORDERS, f"--order must be one of {ORDERS}"
+
+
+def _arguments() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="see the module docstring")
+    p.add_argument("--seed", type=int, default=1, help="the run seed (default 1)")
+    p.add_argument("--order", choices=ORDERS, default="hf_grouped", help="the Trainer's batch order")
+    for flag in ("--smoke", "--reuse-trainer", "--given-mask", "--vanilla"):
+        p.add_argument(flag, action="store_true")
+    return p.parse_args()
+
+
+ARGS = _arguments()
+SEED, ORDER = ARGS.seed, ARGS.order
 OUT = REPO / "results" / "api" / f"trainer-callback-mrpc-seed{SEED}.json"
 
 
@@ -158,7 +169,7 @@ def trainer_side(out: Path, keep: int | None, smoke: bool = False, mask_file: Pa
 
 
 def main() -> None:
-    if "--smoke" in sys.argv:   # the Trainer side on 64 examples: checks the script, measures nothing
+    if ARGS.smoke:   # the Trainer side on 64 examples: checks the script, measures nothing
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(trainer_side(Path(tmp), keep=None, smoke=True, order=ORDER), indent=1))
         return
@@ -167,11 +178,11 @@ def main() -> None:
     print(json.dumps(a, indent=1), flush=True)
     suffix = SUFFIX[ORDER]
     runs = {}   # what this call trains, each under its result key
-    if "--reuse-trainer" not in sys.argv:   # B (E, F with --order): the callback computes its own mask
+    if not ARGS.reuse_trainer:   # B (E, F with --order): the callback computes its own mask
         runs[f"trainer_callback{suffix}"] = dict(keep=a["selected"])
-    if "--given-mask" in sys.argv:          # C: the Trainer with A's mask, FishCallback(mask=...)
+    if ARGS.given_mask:          # C: the Trainer with A's mask, FishCallback(mask=...)
         runs[f"trainer_callback_given_mask{suffix}"] = dict(keep=None, mask_file=Path(a["mask_file"]))
-    if "--vanilla" in sys.argv:             # D: the control, vanilla LoRA r=8 (no callback)
+    if ARGS.vanilla:             # D: the control, vanilla LoRA r=8 (no callback)
         runs[f"trainer_vanilla{suffix}"] = dict(keep=None, vanilla=True)
     done = {}
     for key, kwargs in runs.items():
@@ -195,7 +206,12 @@ def main() -> None:
         result["difference"] = {k: round(b["dev"][k] - a["dev"][k], 4) for k in ("accuracy", "f1", "score")}
     if any(k.startswith("trainer_vanilla") for k in result):
         vanilla_cell = REPO / "results" / "runs" / "mrpc" / "minilm-l6" / "lora-r8" / "none"
-        (rec_path,) = vanilla_cell.glob(f"seed{SEED}-*/results.json")
+        found = sorted(vanilla_cell.glob(f"seed{SEED}-*/results.json"))
+        if len(found) != 1:
+            sys.exit(f"trainer_callback_mrpc: expected one record of vanilla LoRA r=8 seed {SEED} under "
+                     f"{vanilla_cell}, found {len(found)}; run `fishtune run experiment=methods_mrpc +pair=lora "
+                     f"mask=none seed={SEED}` first (or move the extra folders away)")
+        (rec_path,) = found
         result["fishtune_vanilla"] = {"record": str(rec_path.relative_to(REPO)),
                                       "dev": json.loads(rec_path.read_text())["last"]["dev"]}
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -114,4 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fishtune.errors import FishtuneError
+
+    try:
+        sys.exit(main())
+    except FishtuneError as err:   # a bad override, a model or data that cannot load: one line
+        sys.exit(f"unipelt_padding: error: {err}")
