@@ -109,6 +109,32 @@ def test_cells_shared_between_experiments_are_the_same_run_folders() -> None:
     assert compose_run("experiment=table3_cpu_r1", "mask=none").method.tag == "lora-r1"
 
 
+def test_paper_scale_tables_share_their_lora_cells_and_keep_the_other_methods_rates() -> None:
+    """table1 and table6 run LoRA and DoRA at table3's roberta-base rate (5e-4), so a LoRA cell of
+    Table 1 is Table 3's run folder; the other methods keep their method.lr (full's masked cells 2e-3)."""
+    cell = ["+pair=lora", "task=sst2", "seed=1"]
+    for mask in ("none", "fish"):
+        table3 = compose_run("experiment=table3", *cell, f"mask={mask}")
+        table1 = compose_run("experiment=table1", *cell, f"mask={mask}")
+        table6 = compose_run("experiment=table6", *cell, f"mask={mask}", "model=roberta-base")
+        assert table1.train.lr == table3.train.lr == table6.train.lr == 5e-4
+        assert config_digest(table1) == config_digest(table3) == config_digest(table6), mask
+    assert compose_run("experiment=table6", "+pair=dora", "mask=fish", "model=roberta-large").train.lr == 5e-4
+    lrs = {(pair, mask): compose_run("experiment=table1", f"+pair={pair}", f"mask={mask}").train.lr
+           for pair, mask in (("adapter_houlsby", "none"), ("prefix", "fish"), ("full", "none"), ("full", "fish"))}
+    assert lrs == {("adapter_houlsby", "none"): 3e-3, ("prefix", "fish"): 3e-4, ("full", "none"): 5e-5,
+                   ("full", "fish"): 2e-3}
+
+
+def test_by_name_picks_the_value_paired_with_a_name() -> None:
+    from fishtune.resolvers import by_name
+
+    assert by_name("dora", 1.0, "lora", 5e-4, "dora", 4e-4) == 4e-4
+    assert by_name("full", 1.0, "lora", 5e-4) == 1.0
+    with pytest.raises(ValueError, match="pairs"):
+        by_name("lora", 1.0, "lora")
+
+
 def test_cells_that_differ_only_in_how_they_select_share_one_fisher_estimate() -> None:
     """Reverse, the r=1 budget, every keep ratio and per-tensor quotas read table3_cpu's FISH estimate
     (fishtune.fisher_cache); other warm-ups, sample counts, labels and seeds do not."""
