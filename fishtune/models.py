@@ -39,13 +39,16 @@ class LoadedModel:
 
 
 def folder_digest(folder: Path) -> str:
-    """16 hex digits of SHA-256 over every file under `folder`: its path relative to `folder`, then
-    its bytes (symlinks followed, paths sorted). What a run on `model.path` read, so a folder whose
-    weights, config or tokenizer changed since a run is told apart from the one it ran on. Reads
-    every byte: 0.08 s for the shipped MiniLM-L6 folder (88 MB) on a 2-core CPU machine, ~1 GB/s."""
+    """16 hex digits of SHA-256 over the files `from_pretrained` reads from `folder`: each regular
+    file at its top level (a symlink to a file counts as that file), by name, then its bytes, names
+    sorted. Subfolders and dot-files are left out: a `.git/`, a `.cache/huggingface/` whose metadata
+    the Hub client rewrites, or a Trainer's `checkpoint-*/` are not the model. What a run on
+    `model.path` read, so a folder whose weights, config or tokenizer changed since a run is told
+    apart from the one it ran on. Reads every byte: 0.08 s for the shipped MiniLM-L6 folder (88 MB)
+    on a 2-core CPU machine, ~1 GB/s."""
     h = hashlib.sha256()
-    for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        h.update(file.relative_to(folder).as_posix().encode() + b"\0")
+    for file in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
+        h.update(file.name.encode() + b"\0")
         with file.open("rb") as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)

@@ -182,13 +182,13 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
                           f"{existing['data_sha256']}, now {data}): the data changed, or data.dir/data.source "
                           "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "
                           "replace that run")
-    for key, ours, what in (("model_files_sha256", model_files, f"the files of model.path {cfg.model.get('path')}"),
-                            ("model_revision", revision, f"the Hub snapshot of {cfg.model.get('hub_id')}")):
-        theirs = existing.get(key)
-        if ours is not None and theirs not in (None, ours):
+    for key, current, what in (("model_files_sha256", model_files, f"the files of model.path {cfg.model.get('path')}"),
+                               ("model_revision", revision, f"the Hub snapshot of {cfg.model.get('hub_id')}")):
+        recorded_model = existing.get(key)
+        if current is not None and recorded_model not in (None, current):
             raise ConfigError(f"{folder} holds a run on another model than this command loads: {what} changed "
-                              f"since ({key} {theirs}, now {ours}); use another runs_root (or output_dir), or "
-                              "train.resume=false to replace that run")
+                              f"since ({key} {recorded_model}, now {current}); use another runs_root (or output_dir), "
+                              "or train.resume=false to replace that run")
     return existing
 
 

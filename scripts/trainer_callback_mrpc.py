@@ -63,16 +63,16 @@ SUFFIX = {"hf_grouped": "", "fishtune": "_fishtune_order", "shuffled": "_shuffle
 ORDERS = tuple(SUFFIX)
 
 
-def _arguments() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="see the module docstring")
+def _arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0], epilog="see the module docstring")
     p.add_argument("--seed", type=int, default=1, help="the run seed (default 1)")
     p.add_argument("--order", choices=ORDERS, default="hf_grouped", help="the Trainer's batch order")
     for flag in ("--smoke", "--reuse-trainer", "--given-mask", "--vanilla"):
         p.add_argument(flag, action="store_true")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-ARGS = _arguments()
+ARGS = _arguments() if __name__ == "__main__" else _arguments([])   # imported: the defaults
 SEED, ORDER = ARGS.seed, ARGS.order
 OUT = REPO / "results" / "api" / f"trainer-callback-mrpc-seed{SEED}.json"
 

@@ -550,8 +550,9 @@ def test_ddp_without_find_unused_parameters(tmp_path: Path) -> None:
 
 
 def _with_one_tensor_unselected(model) -> tuple[dict[str, torch.Tensor], str]:
-    """`_half_lora_mask` with nothing selected in its first tensor, and that tensor's name."""
-    mask = _half_lora_mask(100)
+    """A mask of `model`'s LoRA tensors keeping every other entry, with nothing selected in the
+    first tensor; and that tensor's name."""
+    mask = {n: (torch.arange(p.numel()) % 2 == 0).view(p.shape) for n, p in model.named_parameters() if "lora_" in n}
     empty = next(iter(mask))
     return {**mask, empty: torch.zeros_like(mask[empty])}, empty
 

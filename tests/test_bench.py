@@ -99,15 +99,21 @@ def test_the_step_arms_differ_by_the_mask_alone(tiny_ctx, monkeypatch):
     betas, eps, fused/foreach), so the masked/vanilla ratio times the mask and nothing else."""
     from fishtune.bench import common
 
-    calls = []
+    made = []   # (keyword arguments, the optimizer built) of each make_optimizer call
     real = common.make_optimizer
-    monkeypatch.setattr(common, "make_optimizer", lambda params, **kw: calls.append(kw) or real(params, **kw))
+
+    def recorded(params, **kw):
+        made.append((kw, real(params, **kw)))
+        return made[-1][1]
+
+    monkeypatch.setattr(common, "make_optimizer", recorded)
     common.vanilla_step(tiny_ctx, common.train_copy(tiny_ctx))
     _, _, masked_opt = common.masked_step(tiny_ctx, common.train_copy(tiny_ctx))
-    assert len(calls) == 2 and calls[0] == calls[1] and calls[0]["weight_decay"] == 0.0
-
-    vanilla_opt = real([p for p in common.train_copy(tiny_ctx).parameters() if p.requires_grad], **calls[0])
-    settings = [{k: v for k, v in opt.param_groups[0].items() if k not in ("params", "initial_lr")} for opt in (vanilla_opt, masked_opt)]
+    assert len(made) == 2 and made[1][1] is masked_opt
+    (vanilla_kw, vanilla_opt), (masked_kw, _) = made
+    assert vanilla_kw == masked_kw and vanilla_kw["weight_decay"] == 0.0
+    settings = [{k: v for k, v in opt.param_groups[0].items() if k not in ("params", "initial_lr")}
+                for opt in (vanilla_opt, masked_opt)]
     assert type(vanilla_opt) is type(masked_opt) and settings[0] == settings[1]
 
 

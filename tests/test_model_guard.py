@@ -244,19 +244,35 @@ def test_folder_digest_reads_names_and_bytes(tmp_path: Path) -> None:
     from fishtune.models import folder_digest
 
     folder = tmp_path / "m"
-    (folder / "sub").mkdir(parents=True)
+    folder.mkdir()
     (folder / "a.bin").write_bytes(b"12")
-    (folder / "sub" / "b.bin").write_bytes(b"3")
+    (folder / "b.bin").write_bytes(b"3")
     first = folder_digest(folder)
     assert len(first) == 16 and folder_digest(folder) == first
     (folder / "a.bin").write_bytes(b"13")
     assert folder_digest(folder) != first
     (folder / "a.bin").write_bytes(b"12")
     assert folder_digest(folder) == first
-    (folder / "sub" / "b.bin").rename(folder / "b.bin")   # same bytes, another name
+    (folder / "b.bin").rename(folder / "c.bin")            # same bytes, another name
     assert folder_digest(folder) != first
-    (folder / "b.bin").unlink()
+    (folder / "c.bin").unlink()
     (folder / "a.bin").write_bytes(b"123")                 # the byte moved from one file into another
+    assert folder_digest(folder) != first
+    (folder / "a.bin").write_bytes(b"12")
+    (folder / "b.bin").write_bytes(b"3")
+    assert folder_digest(folder) == first
+    # what from_pretrained does not read is not the model: dot-files, subfolders (.git, .cache, checkpoints)
+    for extra in (".cache/huggingface/download/model.safetensors.metadata", ".git/index", "checkpoint-10/w.bin"):
+        (folder / extra).parent.mkdir(parents=True, exist_ok=True)
+        (folder / extra).write_bytes(b"changes")
+    (folder / ".hidden").write_bytes(b"x")
+    assert folder_digest(folder) == first
+    # a symlink to a file counts as that file's bytes
+    (tmp_path / "real.bin").write_bytes(b"3")
+    (folder / "b.bin").unlink()
+    (folder / "b.bin").symlink_to(tmp_path / "real.bin")
+    assert folder_digest(folder) == first
+    (tmp_path / "real.bin").write_bytes(b"4")
     assert folder_digest(folder) != first
 
 
