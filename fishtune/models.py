@@ -103,6 +103,18 @@ def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedMod
     return LoadedModel(model, tokenizer, source, is_tiny=False, revision=pin.get("revision"))
 
 
+def hub_revision(model_cfg: DictConfig) -> str | None:
+    """The Hub snapshot (commit) `load_model` would load now for `model_cfg`, asking the Hub (or its
+    cache, offline) for `config.json` only; None where the source is not a Hub id."""
+    if model_cfg.get("tiny") or model_cfg.get("path") or model_cfg.get("package") or not model_cfg.get("hub_id"):
+        return None
+    source = str(model_cfg.hub_id)
+    try:
+        return hub_config(source)[1]["revision"]
+    except Exception as err:  # offline and not cached, unknown repo, network errors
+        raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
+
+
 def _refuse_adapter_folder(name: str, source: str, pin: dict[str, str]) -> None:
     """A source holding a PEFT `adapter_config.json` makes transformers load the base model it names
     instead (a config the guard never read) with the adapter merged in: refuse it, naming the base."""

@@ -37,7 +37,7 @@ from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
-from .models import folder_digest, load_model, max_tokens, uses_token_type_ids
+from .models import folder_digest, hub_revision, load_model, max_tokens, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
@@ -78,7 +78,8 @@ def run_experiment(cfg: DictConfig) -> dict:
     data = _digests(train_ex, eval_ex)
     legacy = functools.partial(_digests, train_ex, eval_ex, legacy=True)  # computed only for an older record
     model_files = _model_files_digest(cfg.model)
-    existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy, model_files=model_files)
+    existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy, model_files=model_files,
+                                revision=functools.partial(hub_revision, cfg.model))  # before any weights load
     if existing and existing.get("status") == "complete" and cfg.train.resume:
         return _skipped(folder, existing)
 
@@ -155,14 +156,15 @@ def _model_files_digest(model_cfg: DictConfig) -> str | None:
 
 def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, data: dict[str, str], *,
                      legacy: Callable[[], dict[str, str]] | None = None, model_files: str | None = None,
-                     revision: str | None = None) -> dict | None:
+                     revision: str | Callable[[], str | None] | None = None) -> dict | None:
     """The folder's record, refusing one that resuming or skipping would credit to this command:
     one of another configuration (only an explicit `output_dir` can hold one: a folder fishtune
     names carries its config's digest), a run on other data (`data_sha256`: the data files
     changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere), or
-    on another model: `model.path`'s files changed (`model_files_sha256`), or, once the model is
-    loaded (`revision` given), another snapshot of a Hub model (`model_revision`; a complete Hub
-    run is skipped without asking the Hub). Records older than a digest pass its check; records
+    on another model: `model.path`'s files changed (`model_files_sha256`), or another snapshot of
+    a Hub model (`model_revision`: `revision`, or `revision()`, asked of the Hub only for a record
+    that would be resumed, before any weights load; a complete Hub run is skipped without asking
+    it). Records older than a digest pass its check; records
     whose `data_sha256` predates float32 regression labels are checked against that form
     (`legacy()`, computed only for such a record)."""
     existing = read_record(folder / RECORD_NAME)
@@ -182,6 +184,8 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
                           f"{existing['data_sha256']}, now {data}): the data changed, or data.dir/data.source "
                           "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "
                           "replace that run")
+    if callable(revision):
+        revision = revision() if existing.get("model_revision") and existing.get("status") != "complete" else None
     for key, current, what in (("model_files_sha256", model_files, f"the files of model.path {cfg.model.get('path')}"),
                                ("model_revision", revision, f"the Hub snapshot of {cfg.model.get('hub_id')}")):
         recorded_model = existing.get(key)

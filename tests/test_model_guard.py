@@ -316,9 +316,17 @@ def test_a_hub_run_records_its_snapshot_and_resumes_only_on_it(hub_cache: Path, 
     assert rec["model_revision"] == COMMIT and rec["model_source"] == "clean/tiny"
     path.write_text(json.dumps(dict(rec, status="interrupted", model_revision="f" * 40)))
     capsys.readouterr()
-    assert main(["run", *run]) == 1
+    from fishtune import runner
+
+    with monkeypatch.context() as patch:   # refused before any weights load
+        patch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("loaded the model before the check"))
+        assert main(["run", *run]) == 1
     err = capsys.readouterr().err
     assert "holds a run on another model" in err and "Hub snapshot of clean/tiny" in err and "Traceback" not in err
+    path.write_text(json.dumps(dict(rec, model_revision="f" * 40)))   # complete: skipped, the Hub not asked
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "hub_revision", lambda *a: pytest.fail("asked the Hub for a complete run"))
+        assert main(["run", *run]) == 0 and "already complete" in capsys.readouterr().err
     path.write_text(json.dumps(dict(rec, status="interrupted")))   # its own snapshot: resumed
     assert main(["run", *run]) == 0
     assert json.loads(path.read_text())["status"] == "complete"
