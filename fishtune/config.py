@@ -27,6 +27,7 @@ _DIGEST_EXCLUDE = {
     "mask.fisher_cache",   # a cached Fisher is the estimate the run would make (fishtune.fisher_cache)
     "data.dir",
     "data.source",
+    "model.revision",      # the record names the snapshot loaded (`model_revision`), checked on skip and resume
 }
 # The mask keys of a `mask=none` cell (configs/mask/none.yaml): the rest of a vanilla cell's mask
 # cannot act on it, so `comparable_config` drops it.
@@ -64,7 +65,7 @@ MASK_KEYS = {
 }
 DATA_KEYS = {"source": choice("auto", "local", "hub"), "dir": optional(text())}
 MODEL_KEYS = {"name": text(), "package": optional(text()), "hub_id": optional(text()), "path": optional(text()),
-              "tiny": anything("null or a tiny model's shape")}
+              "revision": optional(text()), "tiny": anything("null or a tiny model's shape")}
 TINY_KEYS = {"arch": choice("bert", "roberta"), "hidden_size": integer(1), "num_hidden_layers": integer(1),
              "num_attention_heads": integer(1), "intermediate_size": integer(1)}
 TASK_KEYS = {"name": text()}
@@ -126,7 +127,7 @@ def _check_tiny(model: dict) -> None:
     check_section(tiny, TINY_KEYS, "model.tiny", required=True, owner="a tiny model")
     _check(tiny["hidden_size"] % tiny["num_attention_heads"] == 0,
            "model.tiny.hidden_size must be a multiple of model.tiny.num_attention_heads")
-    other = [k for k in ("package", "hub_id", "path") if model.get(k) is not None]
+    other = [k for k in ("package", "hub_id", "path", "revision") if model.get(k) is not None]
     _check(not other, f"model {model.get('name')!r} is a tiny test model built in-process, which does not read "
                       f"model.{', model.'.join(other)}; drop it, or choose a real model (model=minilm-l6, ...)")
 

@@ -3,7 +3,8 @@
 A complete run folder holds `config.yaml` (resolved) and `adapter/`, the trained adapter and the
 HF head in the library's own format (PEFT for lora/dora, AdapterHub for the others). Without
 `--merge` the adapter folder is copied to DIR (default RUN_DIR/export). With `--merge` the base
-model is rebuilt from the config, the adapter loaded onto it and folded into the weights
+model is rebuilt from the config (a Hub model at the snapshot the record names; a `model.path`
+folder only while its files are the ones the run read), the adapter loaded onto it and folded into the weights
 (PEFT `merge_and_unload`), and a plain transformers model + tokenizer is written to DIR (default
 RUN_DIR/merged), after checking on a probe batch that its logits equal the unmerged model's
 (fp32, 1e-5). Methods that cannot be merged (bottleneck adapters, prefix tuning, UniPELT) and
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
@@ -30,8 +31,8 @@ ADAPTER_DIR = "adapter"
 TOLERANCE = 1e-5
 
 
-def run_config(run_dir: Path) -> DictConfig:
-    """The resolved config of a complete run (one-line errors for anything else)."""
+def run_config(run_dir: Path) -> tuple[DictConfig, dict]:
+    """The resolved config of a complete run and its record (one-line errors for anything else)."""
     record = read_record(run_dir / RECORD_NAME)
     if record is None or not (run_dir / "config.yaml").is_file():
         raise FishtuneError(f"{run_dir} is not a fishtune run folder (no {RECORD_NAME} / config.yaml)")
@@ -45,24 +46,34 @@ def run_config(run_dir: Path) -> DictConfig:
     except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise FishtuneError(f"{run_dir / 'config.yaml'} cannot be read as a run config: {reason}") from None
-    return cfg
+    if record.get("model_revision"):  # a Hub model: the snapshot the run trained on, wherever `main` is now
+        with open_dict(cfg.model):
+            cfg.model.revision = record["model_revision"]
+    return cfg, record
 
 
-def load_base(cfg: DictConfig):
-    """The run's base model and tokenizer, rebuilt as the run built them (same seed: same new head)."""
-    from .models import load_model
+def load_base(cfg: DictConfig, record: dict):
+    """The run's base model and tokenizer, rebuilt as the run built them (same seed: same new head):
+    a Hub model at the recorded snapshot (`run_config`), a `model.path` folder only while its files
+    are the ones the run read (`model_files_sha256`); an adapter on other base weights would export
+    another model than the one scored."""
+    from .models import load_model, model_files_digest
     from .tasks import get_task
 
+    recorded, now = record.get("model_files_sha256"), model_files_digest(cfg.model)
+    if recorded and now != recorded:
+        raise FishtuneError(f"the files of model.path {cfg.model.path} changed since the run read them "
+                            f"(model_files_sha256 {recorded}, now {now}); restore the run's base model there")
     return load_model(cfg.model, get_task(cfg.task.name), seed=int(cfg.seed))
 
 
 def load_trained(run_dir: Path) -> tuple[nn.Module, DictConfig]:
     """The trained model of a run: its base model with `adapter/` loaded (PEFT or AdapterHub)."""
-    cfg = run_config(run_dir)
+    cfg, record = run_config(run_dir)
     adapter = run_dir / ADAPTER_DIR
     if not adapter.is_dir():
         raise FishtuneError(_no_adapter(cfg, run_dir))
-    base = load_base(cfg).model
+    base = load_base(cfg, record).model
     if (adapter / "adapter_model.safetensors").exists() or (adapter / "adapter_model.bin").exists():
         from peft import PeftModel
 
@@ -77,7 +88,7 @@ def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Pa
     from .methods import get_method
 
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
+    cfg, record = run_config(run_dir)
     method = get_method(cfg.method.name)
     if merge and method.merge is not None:
         raise FishtuneError(method.merge)
@@ -101,7 +112,7 @@ def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Pa
     if diff > TOLERANCE:
         raise FishtuneError(f"the merged model's logits differ from the unmerged ones by {diff:.2g} (> {TOLERANCE})")
     merged.save_pretrained(str(target))
-    load_base(cfg).tokenizer.save_pretrained(str(target))
+    load_base(cfg, record).tokenizer.save_pretrained(str(target))
     return target
 
 

@@ -38,15 +38,16 @@ CODE_KEYS: frozenset[str] = frozenset({"_attn_implementation", "_attn_implementa
                                        "trust_remote_code"})
 
 
-def hub_config(repo_id: str) -> tuple[Path, dict[str, str]]:
-    """Fetch a Hub model's `config.json` (cache first; honours HF_HUB_OFFLINE).
+def hub_config(repo_id: str, revision: str | None = None) -> tuple[Path, dict[str, str]]:
+    """Fetch a Hub model's `config.json` at `revision` (a branch, tag or commit; None: `main`),
+    cache first; honours HF_HUB_OFFLINE.
 
     Returns the file and the `from_pretrained` keyword arguments (`revision`: the snapshot commit
     the file came from, `cache_dir`) that make transformers load exactly the snapshot checked.
     Hub and network errors propagate for the caller to report.
     """
     cache_dir = str(constants.HF_HUB_CACHE)
-    path = Path(hf_hub_download(repo_id, "config.json", cache_dir=cache_dir))
+    path = Path(hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=cache_dir))
     return path, {"revision": path.parent.name, "cache_dir": cache_dir}  # .../snapshots/<commit>/config.json
 
 

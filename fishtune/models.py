@@ -66,30 +66,56 @@ def package_model_dir(package: str) -> Path:
     return Path(str(importlib.resources.files(package) / "model"))
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where `load_model` takes a real model from: a folder (`model.path`, or a model package's
+    folder) or a Hub id, at `revision` (a branch, tag or commit; None is the Hub's `main`)."""
+    kind: str            # "path", "package" or "hub"
+    location: str        # the folder, or the Hub id
+    revision: str | None = None
+
+
+def model_source(model_cfg: DictConfig) -> ModelSource:
+    """The source `model_cfg` names, by precedence `path`, then `package`, then `hub_id`.
+
+    Refused with one line: a `model.path` that is not a folder; a `model.revision` for a source
+    that is not a Hub id (it would be ignored); a Hub id with a same-named entry in the working
+    directory, which transformers would load instead of the snapshot fishtune checks."""
+    revision = model_cfg.get("revision")
+    if model_cfg.get("path"):
+        source = ModelSource("path", str(model_cfg.path))
+        if not Path(source.location).is_dir():
+            raise ModelLoadError(f"model.path {source.location!r} is not a folder")
+    elif model_cfg.get("package"):
+        source = ModelSource("package", str(package_model_dir(model_cfg.package)))
+    elif model_cfg.get("hub_id"):
+        source = ModelSource("hub", str(model_cfg.hub_id), revision)
+        if Path(source.location).exists():
+            raise ModelLoadError(f"model {model_cfg.name!r}: a local {source.location!r} exists in the working "
+                                 f"directory ({Path(source.location).resolve()}), which transformers would load "
+                                 "instead of the Hub snapshot fishtune checks; run elsewhere, or load it with "
+                                 f"model.path=./{source.location}")
+    else:
+        raise ModelLoadError(f"model {model_cfg.name!r} names no source: set model.path, model.package or model.hub_id")
+    if revision is not None and source.kind != "hub":
+        raise ModelLoadError(f"model.revision={revision} pins a Hub snapshot, but model {model_cfg.name!r} loads from "
+                             f"model.{source.kind} ({source.location}); add model.{source.kind}=null to load "
+                             f"{model_cfg.get('hub_id') or 'its model.hub_id'} from the Hub, or drop model.revision")
+    return source
+
+
 def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedModel:
     """Build the model for `task` (new classifier head, initialised from `seed`)."""
     torch.manual_seed(seed)  # the freshly initialised head (and tiny models) depend on it
     if model_cfg.get("tiny"):
         return _tiny_model(model_cfg, task)
+    where = model_source(model_cfg)
+    source = where.location
     pin: dict[str, str] = {}  # for a Hub id: load the very snapshot whose config.json was checked
-    if model_cfg.get("path"):
-        source = str(model_cfg.path)
-        if not Path(source).is_dir():
-            raise ModelLoadError(f"model.path {source!r} is not a folder")
-        config_file = Path(source) / "config.json"
-    elif model_cfg.get("package"):
-        source = str(package_model_dir(model_cfg.package))
-        config_file = Path(source) / "config.json"
+    if where.kind == "hub":
+        config_file, pin = _hub_config(model_cfg.name, where)
     else:
-        source = str(model_cfg.hub_id)
-        if Path(source).exists():  # transformers would load that instead, ignoring the pinned revision
-            raise ModelLoadError(f"model {model_cfg.name!r}: a local {source!r} exists in the working directory "
-                                 f"({Path(source).resolve()}), which transformers would load instead of the Hub "
-                                 f"snapshot fishtune checks; run elsewhere, or load it with model.path=./{source}")
-        try:
-            config_file, pin = hub_config(source)
-        except Exception as err:  # offline and not cached, unknown repo, network errors
-            raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
+        config_file = Path(source) / "config.json"
     check_model_config(model_cfg.name, config_file)  # before any transformers call (model_guard.py)
     _refuse_adapter_folder(model_cfg.name, source, pin)
     try:
@@ -106,13 +132,32 @@ def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedMod
 def hub_revision(model_cfg: DictConfig) -> str | None:
     """The Hub snapshot (commit) `load_model` would load now for `model_cfg`, asking the Hub (or its
     cache, offline) for `config.json` only; None where the source is not a Hub id."""
-    if model_cfg.get("tiny") or model_cfg.get("path") or model_cfg.get("package") or not model_cfg.get("hub_id"):
+    if model_cfg.get("tiny"):
         return None
-    source = str(model_cfg.hub_id)
+    where = model_source(model_cfg)
+    return _hub_config(model_cfg.name, where)[1]["revision"] if where.kind == "hub" else None
+
+
+def model_files_digest(model_cfg: DictConfig) -> str | None:
+    """`folder_digest` of `model.path` (None for other sources: a package's version and a Hub
+    snapshot's commit are in the record already)."""
+    if model_cfg.get("tiny"):
+        return None
+    where = model_source(model_cfg)
+    if where.kind != "path":
+        return None
     try:
-        return hub_config(source)[1]["revision"]
-    except Exception as err:  # offline and not cached, unknown repo, network errors
-        raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
+        return folder_digest(Path(where.location))
+    except OSError as err:
+        raise ModelLoadError(f"cannot read model.path {where.location!r}: {err}") from err
+
+
+def _hub_config(name: str, where: ModelSource) -> tuple[Path, dict[str, str]]:
+    """`model_guard.hub_config` for a Hub source, its errors as one `ModelLoadError` line."""
+    try:
+        return hub_config(where.location, revision=where.revision)
+    except Exception as err:  # offline and not cached, unknown repo or revision, network errors
+        raise ModelLoadError(_load_error(name, where.location, err, revision=where.revision)) from err
 
 
 def _refuse_adapter_folder(name: str, source: str, pin: dict[str, str]) -> None:
@@ -191,7 +236,7 @@ def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def _load_error(name: str, source: str, err: Exception) -> str:
+def _load_error(name: str, source: str, err: Exception, *, revision: str | None = None) -> str:
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if Path(source).is_dir():  # model.path or a package: the folder was found but does not load
         return (f"cannot load model {name!r} from the folder {source!r} ({first_line[:160]}); it must be a saved "
@@ -199,9 +244,11 @@ def _load_error(name: str, source: str, err: Exception) -> str:
     from huggingface_hub import constants
 
     offline = constants.HF_HUB_OFFLINE  # HF_HUB_OFFLINE=1/true/yes, as huggingface_hub reads it
-    reason = "the Hub is offline (HF_HUB_OFFLINE)" if offline else "the Hugging Face Hub is unreachable or the name is wrong"
+    what = "name or revision" if revision else "name"
+    reason = "the Hub is offline (HF_HUB_OFFLINE)" if offline else f"the Hugging Face Hub is unreachable or the {what} is wrong"
+    at = f" at revision {revision!r}" if revision else ""
     return (
-        f"cannot load model {name!r} from {source!r}: {reason} and no local copy was found "
+        f"cannot load model {name!r} from {source!r}{at}: {reason} and no local copy was found "
         f"({first_line[:160]}). Download it once online, or point model.path=/local/folder at a saved copy."
     )
 

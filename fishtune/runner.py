@@ -31,13 +31,13 @@ from .batching import Encoded, encode
 from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
                      pair_vanilla_method, resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
-from .errors import ConfigError, DivergedError, FishtuneError, ModelLoadError, Terminated
+from .errors import ConfigError, DivergedError, FishtuneError, Terminated
 from .fisher_cache import build_with_cache
 from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
-from .models import folder_digest, hub_revision, load_model, max_tokens, uses_token_type_ids
+from .models import hub_revision, load_model, max_tokens, model_files_digest, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
 from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
@@ -77,7 +77,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     train_ex, eval_ex = _load_data(cfg, task)  # (seeded subsets: no global RNG) before a skip: it must be this data's
     data = _digests(train_ex, eval_ex)
     legacy = functools.partial(_digests, train_ex, eval_ex, legacy=True)  # computed only for an older record
-    model_files = _model_files_digest(cfg.model)
+    model_files = model_files_digest(cfg.model)
     existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy, model_files=model_files,
                                 revision=functools.partial(hub_revision, cfg.model))  # before any weights load
     if existing and existing.get("status") == "complete" and cfg.train.resume:
@@ -140,20 +140,6 @@ def _digests(train_ex: list[Example], eval_ex: dict[str, list[Example]], *, lega
             **{split: examples_digest(ex, legacy=legacy) for split, ex in eval_ex.items()}}
 
 
-def _model_files_digest(model_cfg: DictConfig) -> str | None:
-    """`models.folder_digest` of `model.path` (None for other sources: a package's version and a Hub
-    snapshot's commit are in the record already)."""
-    if not model_cfg.get("path") or model_cfg.get("tiny"):
-        return None
-    folder = Path(str(model_cfg.path))
-    if not folder.is_dir():
-        raise ModelLoadError(f"model.path {str(folder)!r} is not a folder")
-    try:
-        return folder_digest(folder)
-    except OSError as err:
-        raise ModelLoadError(f"cannot read model.path {str(folder)!r}: {err}") from err
-
-
 def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, data: dict[str, str], *,
                      legacy: Callable[[], dict[str, str]] | None = None, model_files: str | None = None,
                      revision: str | Callable[[], str | None] | None = None) -> dict | None:
@@ -162,9 +148,9 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
     names carries its config's digest), a run on other data (`data_sha256`: the data files
     changed since, or `data.dir`/`data.source`, which do not name the folder, point elsewhere), or
     on another model: `model.path`'s files changed (`model_files_sha256`), or another snapshot of
-    a Hub model (`model_revision`: `revision`, or `revision()`, asked of the Hub only for a record
-    that would be resumed, before any weights load; a complete Hub run is skipped without asking
-    it). Records older than a digest pass its check; records
+    a Hub model (`model_revision`: `revision`, or `revision()`, asked of the Hub before any weights
+    load, only for a record that would be resumed or when `model.revision` names a snapshot; a
+    complete Hub run is otherwise skipped without asking it). Records older than a digest pass its check; records
     whose `data_sha256` predates float32 regression labels are checked against that form
     (`legacy()`, computed only for such a record)."""
     existing = read_record(folder / RECORD_NAME)
@@ -184,15 +170,18 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
                           f"{existing['data_sha256']}, now {data}): the data changed, or data.dir/data.source "
                           "point elsewhere; use another runs_root (or output_dir), or train.resume=false to "
                           "replace that run")
-    if callable(revision):
-        revision = revision() if existing.get("model_revision") and existing.get("status") != "complete" else None
+    if callable(revision):  # a complete run is skipped on its recorded snapshot, unless model.revision asks for one
+        asks = existing.get("status") != "complete" or cfg.model.get("revision") is not None
+        revision = revision() if existing.get("model_revision") and asks else None
     for key, current, what in (("model_files_sha256", model_files, f"the files of model.path {cfg.model.get('path')}"),
                                ("model_revision", revision, f"the Hub snapshot of {cfg.model.get('hub_id')}")):
         recorded_model = existing.get(key)
         if current is not None and recorded_model not in (None, current):
+            pin = f"pass model.revision={recorded_model} to go on with that run, " if key == "model_revision" and \
+                existing.get("status") != "complete" else ""
             raise ConfigError(f"{folder} holds a run on another model than this command loads: {what} changed "
-                              f"since ({key} {recorded_model}, now {current}); use another runs_root (or output_dir), "
-                              "or train.resume=false to replace that run")
+                              f"since ({key} {recorded_model}, now {current}); {pin}use another runs_root (or "
+                              "output_dir), or train.resume=false to replace that run")
     return existing
 
 

@@ -61,12 +61,13 @@ def hub_cache(tmp_path: Path, monkeypatch) -> Path:
     return cache
 
 
-def cached_snapshot(cache: Path, repo_id: str) -> Path:
-    """The snapshot folder of `repo_id` at COMMIT, with refs/main pointing to it."""
+def cached_snapshot(cache: Path, repo_id: str, commit: str = COMMIT, ref: str | None = "main") -> Path:
+    """The snapshot folder of `repo_id` at `commit`, with refs/`ref` pointing to it."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    snapshot = repo / "snapshots" / COMMIT
+    if ref is not None:
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     return snapshot
 
@@ -330,3 +331,112 @@ def test_a_hub_run_records_its_snapshot_and_resumes_only_on_it(hub_cache: Path, 
     path.write_text(json.dumps(dict(rec, status="interrupted")))   # its own snapshot: resumed
     assert main(["run", *run]) == 0
     assert json.loads(path.read_text())["status"] == "complete"
+
+
+OTHER = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+def test_model_revision_loads_that_snapshot(hub_cache: Path, spy) -> None:
+    for commit, ref in ((COMMIT, "main"), (OTHER, "v1")):
+        snapshot = cached_snapshot(hub_cache, "clean/minilm", commit, ref)
+        for file in package_model_dir(MINILM_PACKAGE).iterdir():
+            (snapshot / file.name).symlink_to(file)
+    for revision, commit in ((None, COMMIT), ("v1", OTHER), (OTHER, OTHER), (COMMIT, COMMIT)):
+        spy.clear()
+        loaded = load_model(model_cfg(hub_id="clean/minilm", revision=revision), MRPC, seed=1)
+        assert loaded.revision == commit
+        assert [kwargs["revision"] for _, kwargs in spy] == [commit, commit]
+    with pytest.raises(ModelLoadError, match=r"from 'clean/minilm' at revision 'v2': the Hub is offline"):
+        load_model(model_cfg(hub_id="clean/minilm", revision="v2"), MRPC, seed=1)
+
+
+@pytest.mark.parametrize("keys,words", [
+    ({"package": MINILM_PACKAGE, "hub_id": "x/y"}, "loads from model.package .*add model.package=null to load x/y"),
+    ({"path": ".", "hub_id": "x/y"}, "loads from model.path .*add model.path=null"),
+])
+def test_model_revision_is_refused_for_a_source_that_is_not_the_hub(keys: dict, words: str, spy) -> None:
+    from fishtune.models import hub_revision, model_files_digest
+
+    cfg = model_cfg(revision="v1", **keys)
+    for call in (lambda: load_model(cfg, MRPC, seed=1), lambda: hub_revision(cfg), lambda: model_files_digest(cfg)):
+        with pytest.raises(ModelLoadError, match=rf"model.revision=v1 pins a Hub snapshot, but model 'guarded' {words}"):
+            call()
+    assert spy == []
+
+
+def test_model_source_precedence_and_refusals(tmp_path: Path) -> None:
+    from fishtune.models import model_source
+
+    hub = model_source(model_cfg(hub_id="x/y", revision="v1"))
+    assert (hub.kind, hub.location, hub.revision) == ("hub", "x/y", "v1")
+    package = model_source(model_cfg(package=MINILM_PACKAGE, hub_id="x/y"))
+    assert (package.kind, package.location) == ("package", str(package_model_dir(MINILM_PACKAGE)))
+    assert model_source(model_cfg(path=str(tmp_path), package=MINILM_PACKAGE, hub_id="x/y")).kind == "path"
+    with pytest.raises(ModelLoadError, match="model.path '.*nowhere' is not a folder"):
+        model_source(model_cfg(path=str(tmp_path / "nowhere")))
+    with pytest.raises(ModelLoadError, match="names no source: set model.path, model.package or model.hub_id"):
+        model_source(model_cfg())
+
+
+def test_model_revision_is_refused_for_a_tiny_model(tmp_path: Path, capsys) -> None:
+    from fishtune.cli import main
+
+    assert main(["run", "model=tiny-bert", "+model.revision=v1", f"runs_root={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert "tiny test model built in-process, which does not read model.revision" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_hub_run_goes_on_at_its_recorded_snapshot_after_main_moved(hub_cache: Path, tmp_path: Path, monkeypatch,
+                                                                     capsys) -> None:
+    from fishtune.cli import main
+
+    _saved_tiny_bert(cached_snapshot(hub_cache, "clean/tiny"), seed=1)
+    monkeypatch.chdir(tmp_path)
+    run = [*RUN, "model.package=null", "model.hub_id=clean/tiny", f"runs_root={tmp_path / 'runs'}"]
+    assert main(["run", *run]) == 0
+    (path,) = (tmp_path / "runs").rglob("results.json")
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(rec, status="interrupted")))
+    _saved_tiny_bert(cached_snapshot(hub_cache, "clean/tiny", OTHER, ref=None), seed=2)
+    (hub_cache / "models--clean--tiny" / "refs" / "main").write_text(OTHER)   # main moved on
+    capsys.readouterr()
+    assert main(["run", *run]) == 1
+    err = capsys.readouterr().err
+    assert f"pass model.revision={COMMIT} to go on with that run" in err and "Traceback" not in err
+    assert main(["run", *run, f"model.revision={COMMIT}"]) == 0           # the same folder: the key is not in its name
+    done = json.loads(path.read_text())
+    assert (done["status"], done["model_revision"]) == ("complete", COMMIT)
+    assert main(["run", *run]) == 0 and "already complete" in capsys.readouterr().err   # main moved: still skipped
+    assert main(["run", *run, f"model.revision={OTHER}"]) == 1   # a complete run on another snapshot than asked for
+    err = capsys.readouterr().err
+    assert f"model_revision {COMMIT}, now {OTHER}" in err and "go on with" not in err
+    assert json.loads(path.read_text()) == done
+
+
+def test_export_rebuilds_the_base_model_the_run_trained_on(hub_cache: Path, tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    from fishtune.cli import main
+    from fishtune.export import load_trained
+
+    monkeypatch.chdir(tmp_path)
+    first = _saved_tiny_bert(cached_snapshot(hub_cache, "clean/tiny"), seed=1)
+    assert main(["run", *RUN, "method=lora", "model.package=null", "model.hub_id=clean/tiny",
+                 f"runs_root={tmp_path / 'hub'}"]) == 0
+    _saved_tiny_bert(cached_snapshot(hub_cache, "clean/tiny", OTHER, ref=None), seed=2)
+    (hub_cache / "models--clean--tiny" / "refs" / "main").write_text(OTHER)   # main moved on
+    (run,) = (p.parent for p in (tmp_path / "hub").rglob("results.json"))
+    model, _ = load_trained(run)
+    trained_on = AutoModelForSequenceClassification.from_pretrained(str(first))
+    name = "bert.encoder.layer.0.attention.self.key.weight"   # a frozen base weight
+    torch.testing.assert_close(dict(model.named_parameters())[f"base_model.model.{name}"],
+                               dict(trained_on.named_parameters())[name], atol=0, rtol=0)
+
+    folder = _saved_tiny_bert(tmp_path / "model", seed=1)
+    assert main(["run", *RUN, "method=lora", f"model.path={folder}", f"runs_root={tmp_path / 'path'}"]) == 0
+    (run,) = (p.parent for p in (tmp_path / "path").rglob("results.json"))
+    _saved_tiny_bert(folder, seed=2)                    # other weights at the same path
+    capsys.readouterr()
+    assert main(["export", str(run), "--merge"]) == 1
+    err = capsys.readouterr().err
+    assert "model.path" in err and "changed since the run read them" in err and not (run / "merged").exists()
