@@ -65,7 +65,8 @@ MASK_KEYS = {
 }
 DATA_KEYS = {"source": choice("auto", "local", "hub"), "dir": optional(text())}
 MODEL_KEYS = {"name": text(), "package": optional(text()), "hub_id": optional(text()), "path": optional(text()),
-              "revision": optional(text()), "tiny": anything("null or a tiny model's shape")}
+              "revision": optional(Key(lambda v: isinstance(v, str) and v != "", "a branch, tag or commit (quote an "
+                                           "all-digit one: model.revision=\"'0123456'\")")), "tiny": anything("null or a tiny model's shape")}
 TINY_KEYS = {"arch": choice("bert", "roberta"), "hidden_size": integer(1), "num_hidden_layers": integer(1),
              "num_attention_heads": integer(1), "intermediate_size": integer(1)}
 TASK_KEYS = {"name": text()}

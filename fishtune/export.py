@@ -64,7 +64,20 @@ def load_base(cfg: DictConfig, record: dict):
     if recorded and now != recorded:
         raise FishtuneError(f"the files of model.path {cfg.model.path} changed since the run read them "
                             f"(model_files_sha256 {recorded}, now {now}); restore the run's base model there")
+    if cfg.model.get("package") and not cfg.model.get("path"):
+        _check_package_version(str(cfg.model.package), record.get("versions") or {})
     return load_model(cfg.model, get_task(cfg.task.name), seed=int(cfg.seed))
+
+
+def _check_package_version(package: str, recorded: dict) -> None:
+    """A model package installed at another version than the run recorded (`versions`) may hold
+    other weights: refuse it, as a changed `model.path` folder is."""
+    from importlib.metadata import packages_distributions, version
+
+    for dist in packages_distributions().get(package, []):
+        if recorded.get(dist) not in (None, version(dist)):
+            raise FishtuneError(f"the model package {dist} is at {version(dist)}, but the run trained on "
+                                f"{recorded[dist]}; install that version (pip install {dist}=={recorded[dist]})")
 
 
 def load_trained(run_dir: Path) -> tuple[nn.Module, DictConfig]:

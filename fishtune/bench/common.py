@@ -133,7 +133,8 @@ def load_bench_model(name: str, *, seed: int) -> tuple[nn.Module, Any, str]:
         return RobertaForSequenceClassification(config), tokenizer, "random-init RobertaConfig() (MiniLM tokenizer)"
     cfg = OmegaConf.load(str(importlib.resources.files("fishtune.configs") / "model" / f"{name}.yaml"))
     loaded = load_model(cfg, task, seed=seed)
-    return loaded.model, loaded.tokenizer, loaded.source
+    at = f"@{loaded.revision}" if loaded.revision else ""  # a Hub model: the snapshot commit benchmarked
+    return loaded.model, loaded.tokenizer, loaded.source + at
 
 
 def build_context(args: argparse.Namespace, device: torch.device, autocast: bool) -> Context:

@@ -253,6 +253,11 @@ def _identity(rec: dict, folder: Path, rel: str) -> dict:
     """What places a record in a table row and cell: task, tags, seed, digests, comparable config."""
     check_identity(rec)
     config = comparable(rec, folder)
+    # The model a run read is not in its comparable config (`model.revision` names no folder): two
+    # snapshots of a Hub id, or two states of a `model.path` folder, are two models, never one row.
+    for key, field in (("model.snapshot", "model_revision"), ("model.files_sha256", "model_files_sha256")):
+        if rec.get(field):
+            config[key] = rec[field]
     row_config = {k: v for k, v in config.items() if not k.startswith("task.")}
     return {
         "task": rec["task"], "model": rec["model"], "method": rec["method"], "method_tag": rec.get("method_tag"),
