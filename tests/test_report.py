@@ -533,6 +533,16 @@ def test_mask_anatomy_from_records_and_from_mask_files(tmp_path: Path) -> None:
     assert sites.loc[("minilm-l6 / lora-r4 / fish", "mrpc", "attention.self.value.lora_B"), "share"] == 1.0
 
 
+def test_site_bars_take_equal_shares_whose_mean_rounds_past_them(tmp_path: Path) -> None:
+    """Three runs with a share of 0.1 average to 0.1 + 1e-17: the whiskers must not go negative."""
+    from fishtune.report.anatomy import site_figures
+
+    rows = [{"model": "minilm-l6", "method": "lora", "config": "minilm-l6 / lora-r16 / fish", "task": task,
+             "run": f"{task}{seed}", "site": site, "share": share}
+            for task in ("mrpc", "sst2") for seed in (1, 2, 3) for site, share in (("a", 0.1), ("b", 0.9))]
+    assert [p.suffix for p in site_figures(pd.DataFrame(rows), tmp_path)] == [".png", ".pdf"]
+
+
 def test_ablation_table_follows_the_one_key_that_varies(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for steps in (0, 10, 50):

@@ -154,8 +154,10 @@ def site_figures(shares: pd.DataFrame, out: Path) -> list[Path]:
                 for i, task in enumerate(tasks):
                     t = c[c["task"] == task].groupby("site")["share"].agg(["mean", "min", "max"]).reindex(sites) * 100
                     x = [j + (i - (len(tasks) - 1) / 2) * width for j in range(len(sites))]
+                    # equal shares can average a rounding step past their min or max: clip, or matplotlib refuses
+                    whiskers = [(t["mean"] - t["min"]).clip(lower=0), (t["max"] - t["mean"]).clip(lower=0)]
                     ax.bar(x, t["mean"], width, label=f"{task} (n={c.loc[c['task'] == task, 'run'].nunique()})",
-                           yerr=[t["mean"] - t["min"], t["max"] - t["mean"]], capsize=1.5, error_kw={"lw": 0.6})
+                           yerr=whiskers, capsize=1.5, error_kw={"lw": 0.6})
                 ax.set_xticks(range(len(sites)), sites, rotation=60, ha="right", fontsize=6)
                 top = float(c.groupby(["site", "task"])["share"].max().max()) * 100
                 ax.set(ylabel="% of the mask (layers summed)", title=config, ylim=(0, top * 1.25))  # room for the key
