@@ -74,6 +74,15 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def plain_modes(folder: str | Path) -> None:
+    """Give every file under `folder` the mode a plain `open` would (`_MODE`): libraries that write
+    through their own temporary file (safetensors' `save_file`, so PEFT and transformers
+    `save_pretrained`) leave it owner-only 0600."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, _MODE)
+
+
 def _fsync_dir(folder: Path) -> None:
     """Flush a folder's entries (a rename is durable only once its folder is); best effort: some
     systems (Windows, some network filesystems) cannot open or fsync a folder."""

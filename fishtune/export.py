@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from .atomic import plain_modes
 from .errors import FishtuneError
 from .record import RECORD_NAME, read_record
 
@@ -86,14 +88,60 @@ def load_trained(run_dir: Path) -> tuple[nn.Module, DictConfig]:
     adapter = run_dir / ADAPTER_DIR
     if not adapter.is_dir():
         raise FishtuneError(_no_adapter(cfg, run_dir))
+    check_adapter(adapter)
     base = load_base(cfg, record).model
-    if (adapter / "adapter_model.safetensors").exists() or (adapter / "adapter_model.bin").exists():
-        from peft import PeftModel
+    try:
+        if (adapter / "adapter_model.safetensors").exists() or (adapter / "adapter_model.bin").exists():
+            from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, str(adapter)), cfg
-    from .methods._adapterhub import load
+            return PeftModel.from_pretrained(base, str(adapter)), cfg
+        from .methods._adapterhub import load
 
-    return load(base, adapter), cfg
+        return load(base, adapter), cfg
+    except FishtuneError:
+        raise
+    except Exception as err:  # the libraries' own errors (a bad tensor name or shape, a missing file)
+        raise FishtuneError(f"cannot load the adapter in {adapter}: {type(err).__name__}: {_first_line(err)}") from None
+
+
+def check_adapter(folder: Path) -> None:
+    """Cheaply check a saved adapter folder (no model loaded): `adapter_config.json` and every
+    other `*.json` parse to an object, it holds a weights file, every `*.safetensors` has a readable
+    header and every `*.bin` (AdapterHub's `pytorch_adapter.bin`, `pytorch_model_head.bin`) is a
+    whole torch zip archive; else one `FishtuneError` naming the file."""
+    if not (folder / "adapter_config.json").is_file():
+        raise FishtuneError(f"{folder / 'adapter_config.json'} is missing; the adapter cannot be loaded")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise FishtuneError(f"{folder} holds no adapter weights (*.safetensors or *.bin)")
+    for path in sorted(folder.iterdir()):
+        try:
+            _check_adapter_file(path)
+        except Exception as err:  # json, safetensors, zipfile and OS errors alike
+            raise FishtuneError(f"{path} is damaged: {_first_line(err)}") from None
+
+
+def _check_adapter_file(path: Path) -> None:
+    """Raise if `path` (by its suffix: .json, .safetensors, .bin) cannot be read back."""
+    import json
+    import zipfile
+
+    if path.suffix == ".json":
+        if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+            raise ValueError("it is not a JSON object")
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            list(f.keys())
+    elif path.suffix == ".bin":
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Path:
@@ -108,12 +156,10 @@ def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Pa
     if not (run_dir / ADAPTER_DIR).is_dir():
         raise FishtuneError(_no_adapter(cfg, run_dir))
     target = Path(out) if out else run_dir / ("merged" if merge else "export")
-    if target.exists() and not target.is_dir():
-        raise FishtuneError(f"{target} is a file; choose a new or empty folder for --out")
-    if target.exists() and any(target.iterdir()):
-        raise FishtuneError(f"{target} exists and is not empty; choose another --out")
+    _check_target(target)
+    check_adapter(run_dir / ADAPTER_DIR)
     if not merge:
-        shutil.copytree(run_dir / ADAPTER_DIR, target, dirs_exist_ok=True)
+        _write_folder(target, lambda tmp: shutil.copytree(run_dir / ADAPTER_DIR, tmp))
         return target
     model, _ = load_trained(run_dir)
     model.eval()
@@ -124,9 +170,45 @@ def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Pa
         diff = float((merged(**probe).logits - before).abs().max())
     if diff > TOLERANCE:
         raise FishtuneError(f"the merged model's logits differ from the unmerged ones by {diff:.2g} (> {TOLERANCE})")
-    merged.save_pretrained(str(target))
-    load_base(cfg, record).tokenizer.save_pretrained(str(target))
+    tokenizer = load_base(cfg, record).tokenizer
+
+    def write(tmp: Path) -> None:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+    _write_folder(target, write)
     return target
+
+
+def _check_target(target: Path) -> None:
+    """The export folder must be new or empty, and no folder above it a file (one line, before any work)."""
+    if target.exists() and not target.is_dir():
+        raise FishtuneError(f"{target} is a file; choose a new or empty folder for --out")
+    if target.exists() and any(target.iterdir()):
+        raise FishtuneError(f"{target} exists and is not empty; choose another --out")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FishtuneError(f"{parent} is a file, so {target} cannot be created; choose another --out")
+
+
+def _write_folder(target: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` into a new hidden sibling of `target`, give its files the plain-write mode, then
+    rename it onto `target` (absent or empty): a failed write leaves no half export, and any error
+    is one `FishtuneError` line naming `target`."""
+    final = target.absolute()   # `--out .` has a name to put the sibling beside
+    tmp = final.with_name(f".{final.name}.tmp")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        write(tmp)
+        plain_modes(tmp)
+        if final.is_dir():
+            final.rmdir()   # empty (`_check_target`): the rename needs the name free
+        tmp.rename(final)
+    except Exception as err:  # OSError, and safetensors' own error for a full disk
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+        raise FishtuneError(f"cannot write {target}: {reason}") from None
 
 
 def _probe(model: nn.Module) -> dict[str, torch.Tensor]:

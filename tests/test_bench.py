@@ -82,6 +82,35 @@ def test_bench_only_selects_comparisons(tmp_path):
     assert set(json.loads(path.read_text())["comparisons"]) == {"inference"}
 
 
+def test_an_out_below_a_file_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import fishtune.bench as bench
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the benchmark ran before --out was checked")
+
+    monkeypatch.setattr(bench, "build_context", no_work)
+    (tmp_path / "afile").write_text("keep me")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        assert main(["--model", "tiny-bert", "--only", "step", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "afile is a file" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_a_json_that_cannot_be_written_is_one_line_after_the_table(tmp_path, capsys, monkeypatch):
+    # --out becomes unusable while the benchmark runs: the measured table is still shown
+    import fishtune.bench as bench
+
+    (tmp_path / "afile").write_text("keep me")
+    monkeypatch.setattr(bench, "check_out", lambda out: None)
+    assert main(["--model", "tiny-bert", "--repeats", "1", "--only", "inference",
+                 "--out", str(tmp_path / "afile" / "sub")]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "cannot write" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "inference" in captured.out and (tmp_path / "afile").read_text() == "keep me"
+
+
 @pytest.fixture(scope="module")
 def tiny_ctx():
     import argparse

@@ -115,3 +115,88 @@ def test_an_out_that_is_a_file_or_a_broken_config_is_one_line(runs, capsys, tmp_
         assert main(["export", str(broken)]) == 1
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+BROKEN = [("lora", "adapter_model.safetensors", "truncate"), ("lora", "adapter_config.json", "delete"),
+          ("lora", "adapter_config.json", "not json"), ("adapter_pfeiffer", "pytorch_adapter.bin", "truncate"),
+          ("adapter_pfeiffer", "head_config.json", "not json")]
+
+
+@pytest.mark.parametrize("method,name,how", BROKEN)
+def test_a_broken_adapter_is_one_line_naming_the_file(runs, capsys, tmp_path: Path, method: str, name: str,
+                                                      how: str) -> None:
+    import shutil
+
+    from fishtune.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(runs[method], run)
+    broken = run / "adapter" / name
+    if how == "truncate":
+        with open(broken, "r+b") as f:
+            f.truncate(500)
+    elif how == "delete":
+        broken.unlink()
+    else:
+        broken.write_text("{not json")
+    for merge in ([], ["--merge"]) if method == "lora" else ([],):   # pfeiffer: cannot be merged anyway
+        assert main(["export", str(run), *merge]) == 1
+        err = capsys.readouterr().err.strip()
+        assert str(broken) in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (run / "export").exists() and not (run / "merged").exists()
+
+
+def test_an_adapter_that_does_not_fit_its_model_is_one_line(runs, capsys, tmp_path: Path) -> None:
+    # a readable file of other tensors: the library's own load error, as one line
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from fishtune.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["lora"], run)
+    save_file({"x": torch.zeros(3)}, str(run / "adapter" / "adapter_model.safetensors"))
+    assert main(["export", str(run), "--merge"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot load the adapter in" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (run / "merged").exists()
+
+
+def test_an_out_below_a_file_or_a_failed_copy_is_one_line(runs, capsys, tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import os
+    import shutil
+
+    from fishtune.cli import main
+
+    (tmp_path / "afile").write_text("keep me")
+    for merge in ([], ["--merge"]):
+        assert main(["export", str(runs["lora"]), *merge, "--out", str(tmp_path / "afile" / "sub")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "afile is a file" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+    def disk_full(src, dst, **kwargs):
+        Path(dst).mkdir()
+        (Path(dst) / "half").write_text("x")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shutil, "copytree", disk_full)
+    assert main(["export", str(runs["lora"]), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot write" in err and "No space left" in err and len(err.splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"] and (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_adapter_export_and_merged_files_get_the_umask_mode(runs, tmp_path: Path) -> None:
+    # safetensors writes owner-only 0600 files; a run folder shared by a group must stay readable by it
+    from fishtune.cli import main
+
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    mode = plain.stat().st_mode & 0o777
+    assert main(["export", str(runs["lora"]), "--out", str(tmp_path / "copy")]) == 0
+    assert main(["export", str(runs["lora"]), "--merge", "--out", str(tmp_path / "merged")]) == 0
+    files = [*(runs["lora"] / "adapter").iterdir(), *(tmp_path / "copy").iterdir(), *(tmp_path / "merged").iterdir()]
+    assert {"adapter_model.safetensors", "model.safetensors"} <= {f.name for f in files}
+    assert {str(f): oct(f.stat().st_mode & 0o777) for f in files} == {str(f): oct(mode) for f in files}

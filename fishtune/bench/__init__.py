@@ -40,7 +40,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..atomic import atomic_write_json
-from ..errors import ConfigError
+from ..errors import ConfigError, FishtuneError
 from ..record import environment
 from ..runner import pick_device
 from .common import LORA, MAX_LENGTH, MODELS, PAD_MULTIPLE, build_context, device_name
@@ -143,6 +143,7 @@ def main(argv: list[str]) -> int:
     """Run the selected comparisons, print the table, write the JSON; 0 on success."""
     args = parse_args(argv)
     try:  # the same resolution as `fishtune run` (train.device / train.precision)
+        check_out(args.out)   # before any work: a bad --out must not cost the whole benchmark
         device, autocast = pick_device(OmegaConf.create({"device": args.device, "precision": args.precision}))
     except ConfigError as err:
         print(f"fishtune bench: error: {err}", file=sys.stderr)
@@ -156,8 +157,23 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     try:
         return _run(args, device, autocast)
+    except FishtuneError as err:   # e.g. the JSON cannot be written after all (the table is printed first)
+        print(f"fishtune bench: error: {err}", file=sys.stderr)
+        return 1
     finally:
         torch.set_num_threads(threads)  # main() may run inside a longer process (the tests)
+
+
+def check_out(out: Path) -> None:
+    """`--out` must be a folder or one that can be created: no existing part of it a file, and the
+    nearest existing folder writable (one `ConfigError` line otherwise)."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"--out {out}: {path} is a file, not a folder; choose another --out")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ConfigError(f"--out {out}: {path} is not writable; choose another --out")
+            return
 
 
 def _run(args: argparse.Namespace, device: torch.device, autocast: bool) -> int:
@@ -209,9 +225,9 @@ def _run(args: argparse.Namespace, device: torch.device, autocast: bool) -> int:
             result["sizes"][f"{name}_batch_shape"] = comparisons[name]["batch_shape"]
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path(args.out) / f"{args.model}-{device.type}-{stamp}.json"
-    atomic_write_json(path, result)
     print()
-    print(format_table(comparisons))
+    print(format_table(comparisons), flush=True)   # shown even if the JSON cannot be written
+    atomic_write_json(path, result)
     print(f"\nwrote {path} ({result['wall_s']} s)")
     return 0
 

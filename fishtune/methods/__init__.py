@@ -199,7 +199,10 @@ def adapter_format(model: nn.Module) -> str | None:
 def save_adapter(model: nn.Module, folder) -> bool:
     """Write the trained adapter and the HF head in the library's own format into `folder`:
     PEFT `save_pretrained` (`PeftModel.from_pretrained` loads it) or AdapterHub `save_adapter`
-    (`model.load_adapter` loads it). False, writing nothing, for a method without an adapter."""
+    (`model.load_adapter` loads it). False, writing nothing, for a method without an adapter.
+    The files get the mode a plain write would (`atomic.plain_modes`), not safetensors' 0600."""
+    from ..atomic import plain_modes
+
     kind = adapter_format(model)
     if kind == "peft":
         model.save_pretrained(str(folder))
@@ -207,6 +210,8 @@ def save_adapter(model: nn.Module, folder) -> bool:
         from ._adapterhub import save
 
         save(model, folder)
+    if kind is not None:
+        plain_modes(folder)
     return kind is not None
 
 
