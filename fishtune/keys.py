@@ -8,6 +8,7 @@ raised before anything is loaded or written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,11 @@ def integer(low: int) -> Key:
 
 
 def number(low: float, *, inclusive: bool = False, high: float | None = None, high_inclusive: bool = False) -> Key:
-    """A real number (not a bool) above `low` (or equal, `inclusive`) and below `high` (or equal)."""
+    """A finite real number (not a bool, NaN or inf) above `low` (or equal, `inclusive`) and below
+    `high` (or equal): `train.lr=inf` would only diverge, in a run folder of its own."""
     def ok(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                (isinstance(v, float) and not math.isfinite(v)):
             return False
         above = v >= low if inclusive else v > low
         below = high is None or (v <= high if high_inclusive else v < high)
@@ -44,7 +47,7 @@ def number(low: float, *, inclusive: bool = False, high: float | None = None, hi
         bounds = f"in [{low}, {high}{']' if high_inclusive else ')'}"
     else:
         bounds = f"{'>=' if inclusive else '>'} {low}"
-    return Key(ok, f"a number {bounds}")
+    return Key(ok, f"a finite number {bounds}")
 
 
 def choice(*options: str) -> Key:

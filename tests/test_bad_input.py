@@ -63,19 +63,25 @@ CASES = [
     # wrong types: named, never a comparison error or a silent cast (train.epochs=1.5, mask.keep=2.5)
     (["train.epochs=abc"], ["train.epochs", "an integer >= 1", "'abc'"]),
     (["train.epochs=1.5"], ["train.epochs", "an integer >= 1"]),
-    (["train.lr=abc"], ["train.lr", "a number > 0"]),
+    (["train.lr=abc"], ["train.lr", "a finite number > 0"]),
     (["seed=x"], ["seed", "an integer >= 0"]),
     (["mask=fish", "mask.keep=abc"], ["mask.keep", "whole number"]),
     (["mask=fish", "mask.seed=abc"], ["mask.seed", "an integer"]),
     (["mask=fish", "mask.head_in_budget=abc"], ["mask.head_in_budget", "true or false"]),
     (["mask=fish", "mask.num_samples=1.5"], ["mask.num_samples"]),
     (["train.resume=no"], ["train.resume", "true or false"]),
-    (["train.grad_clip=-1"], ["train.grad_clip", "null or a number > 0"]),   # would train uphill
+    (["train.grad_clip=-1"], ["train.grad_clip", "null or a finite number > 0"]),   # would train uphill
     (["train.log_every=0"], ["train.log_every", ">= 1"]),
     (["train.pad_to_multiple_of=0"], ["train.pad_to_multiple_of", ">= 1"]),
     (["method.r=abc"], ["cannot resolve the config"]),                       # method.alpha interpolates r
     (["+train.lrr=0.1"], ["unknown key train.lrr", "lr"]),                   # `+` adds a key nothing reads
     (["+foo=1"], ["unknown key config.foo"]),
+    # inf passes a bare range check (nan does not): it would only diverge, in a run folder of its own
+    (["train.lr=inf"], ["train.lr", "a finite number > 0", "inf"]),
+    (["method.alpha=inf"], ["method.alpha", "a finite number > 0"]),
+    (["method.scale=inf"], ["method.scale", "a finite number > 0"]),
+    (["train.warmup_ratio=-inf"], ["train.warmup_ratio", "a finite number in [0, 1)"]),
+    (["mask=fish", "mask.keep_ratio=inf"], ["mask.keep_ratio", "a finite number"]),
     (["train.max_seq_length=1000"], ["train.max_seq_length=1000", "514 positions"]),   # before anything is written
 ]
 
@@ -120,7 +126,7 @@ def test_bad_rerun_leaves_an_existing_run_folder_untouched(run_cli, tmp_path: Pa
 def test_a_bad_value_in_a_late_cell_stops_the_sweep_before_any_cell_runs(run_cli, tmp_path: Path, capsys) -> None:
     assert run_cli("-m", "train.lr=1e-3,0") == 2
     err = capsys.readouterr().err
-    assert "cell #1 (train.lr=0): train.lr must be a number > 0, got 0; no cell was run" in err
+    assert "cell #1 (train.lr=0): train.lr must be a finite number > 0, got 0; no cell was run" in err
     assert not records(tmp_path / "runs")
 
 

@@ -83,4 +83,4 @@ def test_bad_input_exit_status_of_the_real_process(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "fishtune.cli", "run", "model=tiny-bert", "train.lr=0"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 1
-    assert out.stderr.strip() == "fishtune: error: train.lr must be a number > 0, got 0"
+    assert out.stderr.strip() == "fishtune: error: train.lr must be a finite number > 0, got 0"

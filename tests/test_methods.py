@@ -158,7 +158,7 @@ BAD = [
     (["method=prefix", "method.prefix_length=0"], "method.prefix_length must be an integer >= 1, got 0"),
     (["method=unipelt", "method.dense_gates=maybe"], "method.dense_gates must be true or false"),
     (["method=adapter_parallel", "method.non_linearity=sigmoid"], "method.non_linearity must be one of relu"),
-    (["method=adapter_houlsby", "method.reduction_factor=0"], "method.reduction_factor must be a number > 0"),
+    (["method=adapter_houlsby", "method.reduction_factor=0"], "method.reduction_factor must be a finite number > 0"),
     (["method=lora", "method.target_modules=[]"], "method.target_modules must be a non-empty list"),
     (["mask=fish", "+mask.keep_match=nosuch"], "mask.keep_match: no method config 'nosuch'"),
     (["mask=fish", "+mask.keep_match=lora", "mask.keep=10"], "mask.keep and mask.keep_match both"),

@@ -18,7 +18,8 @@ from torch import nn
 from ..keys import integer, names, number
 from . import FactorPair, Method, MethodSetup, extra_head_modules, head_modules, register
 
-LORA_KEYS = {"r": integer(1), "alpha": number(0), "scale": number(0), "dropout": number(0, inclusive=True, high=1),
+# scale before alpha: alpha follows it (`scale * r`), so a bad method.scale is named as itself
+LORA_KEYS = {"r": integer(1), "scale": number(0), "alpha": number(0), "dropout": number(0, inclusive=True, high=1),
              "target_modules": names()}
 
 
