@@ -149,7 +149,7 @@ def _bad_cell(overrides: list[str]) -> str | None:
     in); ~0.1–0.25 s a cell. What cannot be composed is left to Hydra, which reports it itself."""
     from .config import validate
     from .errors import FishtuneError
-    from .plan import composed_cells
+    from .plan import cell_name, composed_cells
 
     if any(a.startswith("-") for a in overrides):  # --cfg, --help, ...: Hydra's own
         return None
@@ -158,9 +158,7 @@ def _bad_cell(overrides: list[str]) -> str | None:
             try:
                 validate(cfg)
             except FishtuneError as err:
-                fixed = {o.partition("=")[0] for o in overrides if "," not in o}   # keys not swept
-                own = " ".join(o for o in cell if o.partition("=")[0] not in fixed)
-                return f"cell #{number}{f' ({own})' if own else ''}: {err}; no cell was run"
+                return f"{cell_name(number, cell, overrides)}: {err}; no cell was run"
     except FishtuneError:  # cannot be expanded or composed: Hydra says why when it tries
         return None
     return None

@@ -96,8 +96,11 @@ def validate(cfg: DictConfig) -> None:
     check_section(values, {k: anything("a section") for k in TOP_KEYS}, "config")
     _check(all(isinstance(values.get(k), dict) for k in ("model", "task", "method", "mask", "train", "data")),
            "the config needs the sections model, task, method, mask, train and data")
-    for section, keys in (("model", MODEL_KEYS), ("task", TASK_KEYS), ("train", TRAIN_KEYS), ("data", DATA_KEYS)):
-        check_section(values[section], keys, section)
+    # Every key of train, task and data is read, and every shipped config sets them all: a deleted one
+    # (`~train.epochs`) is refused here, not found missing in a run folder. A model config may lack some.
+    for section, keys, required in (("model", MODEL_KEYS, False), ("task", TASK_KEYS, True),
+                                    ("train", TRAIN_KEYS, True), ("data", DATA_KEYS, True)):
+        check_section(values[section], keys, section, required=required)
     check_section({k: values.get(k) for k in ("seed", "output_dir", "runs_root")},
                   {"seed": integer(0), "output_dir": optional(text()), "runs_root": text()}, "config")
     _check_tiny(values["model"])

@@ -7,7 +7,8 @@ would be, its run folder is named the same way (`config.run_dir`), and the statu
 there is read: complete (collapsed runs included), running (a live process holds the folder's lock),
 stopped (the record says running but no process on this machine holds the lock: killed, or on a
 cluster maybe running on another node; a rerun resumes it), interrupted (Ctrl-C / SIGTERM; a rerun
-resumes it), failed, diverged, malformed (the record cannot be read), other-model (a record of another
+resumes it), failed, diverged, malformed (the record cannot be read, its status is none a run writes,
+or it says complete without a finite score: a run refuses it), other-model (a record of another
 model than the cell loads, which a run refuses: the files of `model.path` changed since, or a full
 commit pinned by `model.revision` is not the recorded snapshot; a branch or tag is not resolved,
 as that needs the Hub) or missing. Nothing is written.
@@ -97,6 +98,15 @@ def composed_cells(overrides: list[str]) -> Iterator[tuple[list[str], DictConfig
         yield cell, compose(cell)
 
 
+def cell_name(number: int, cell: list[str], overrides: list[str]) -> str:
+    """`cell #1 (seed=1 method.r=0)`: a cell of the sweep by its number (Hydra's job number, from 0)
+    and what the sweep sets for it, not the overrides every cell shares; how `fishtune run -m` and
+    `fishtune plan` name a cell whose config is refused."""
+    fixed = {o.partition("=")[0] for o in overrides if "," not in o}   # keys not swept
+    own = " ".join(o for o in cell if o.partition("=")[0] not in fixed)
+    return f"cell #{number}{f' ({own})' if own else ''}"
+
+
 def runtime_of(train_cfg, forced: str | None) -> dict[str, str]:
     """The device type and precision the cell's folder is named by (see the module docstring)."""
     import torch
@@ -114,17 +124,23 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
     """Every cell of the sweep, with its run folder and the status of its record."""
     from .config import run_dir, validate
     from .lock import RunFolderBusy, check_unlocked
-    from .record import RECORD_NAME, read_record
+    from .record import RECORD_NAME, read_record, record_problem
 
     cells = []
     digests: dict[str, str | None] = {}   # model.path -> its folder digest, read once per plan
-    for cell, cfg in composed_cells(overrides):
-        validate(cfg)
+    for number, (cell, cfg) in enumerate(composed_cells(overrides)):
+        try:
+            validate(cfg)
+        except FishtuneError as err:
+            raise ConfigError(f"{cell_name(number, cell, overrides)}: {err}") from None
         folder = run_dir(cfg, runtime=runtime_of(cfg.train, runtime))
         try:
             record = read_record(folder / RECORD_NAME)
         except FishtuneError:
             record = {"status": "malformed"}
+        else:
+            if record is not None and record_problem(record):   # a run refuses it; the report lists it malformed
+                record = {"status": "malformed"}
         status = (record or {}).get("status", "missing")
         if status == "running":
             try:

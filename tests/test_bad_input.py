@@ -82,6 +82,12 @@ CASES = [
     (["method.scale=inf"], ["method.scale", "a finite number > 0"]),
     (["train.warmup_ratio=-inf"], ["train.warmup_ratio", "a finite number in [0, 1)"]),
     (["mask=fish", "mask.keep_ratio=inf"], ["mask.keep_ratio", "a finite number"]),
+    # a deleted key the run reads: one line, not a failed record (ConfigAttributeError) in a new run folder
+    (["~train.epochs"], ["train.epochs is missing"]),
+    (["~train.lr"], ["train.lr is missing"]),
+    (["~train.batch_size"], ["train.batch_size is missing"]),
+    (["~data.source"], ["data.source is missing"]),
+    (["~task.name"], ["task.name is missing"]),
     (["train.max_seq_length=1000"], ["train.max_seq_length=1000", "514 positions"]),   # before anything is written
 ]
 
@@ -255,3 +261,84 @@ def test_a_record_with_the_digest_of_float64_scores_is_still_this_datas(run_cli,
     capsys.readouterr()
     path.write_text(json.dumps(dict(rec, data_sha256=dict(legacy, train="0" * 16))))
     assert run_cli(*cell) == 1 and "holds a run on other data" in capsys.readouterr().err
+
+
+def _folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _plan_status(tmp_path: Path) -> str:
+    from fishtune.plan import plan
+
+    (cell,) = plan([*TINY, f"runs_root={tmp_path / 'runs'}"])
+    return cell.status
+
+
+def test_a_record_with_a_status_no_run_writes_is_refused_untouched(run_cli, tmp_path: Path, capsys) -> None:
+    # as under an explicit output_dir: not known to be fishtune's, so neither replaced nor resumed
+    assert run_cli() == 0
+    (rec,) = records(tmp_path / "runs")
+    folder = Path(rec["output_dir"])
+    for status in ("weird", 5):
+        (folder / "results.json").write_text(json.dumps(dict(rec, status=status)))
+        before = _folder_contents(folder)
+        capsys.readouterr()
+        for extra in ((), ("train.resume=false",)):
+            assert run_cli(*extra) == 1
+            err = capsys.readouterr().err
+            assert f"{folder / 'results.json'} is not a fishtune run record: its status {status!r} is not a run " \
+                   "status" in err and "move it away" in err and "nothing was changed" in err, err
+            assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+            assert _folder_contents(folder) == before
+        assert _plan_status(tmp_path) == "malformed"
+
+
+def test_a_complete_record_without_a_score_is_not_taken_as_done(run_cli, tmp_path: Path, capsys) -> None:
+    # the report calls it malformed: run does not skip it as complete (score None), plan does not count it
+    assert run_cli() == 0
+    (rec,) = records(tmp_path / "runs")
+    folder = Path(rec["output_dir"])
+    for record in ({"status": "complete"}, {k: v for k, v in rec.items() if k != "score"}, dict(rec, score="81.5"),
+                   dict(rec, score=float("nan"))):
+        (folder / "results.json").write_text(json.dumps(record))
+        before = _folder_contents(folder)
+        capsys.readouterr()
+        assert run_cli() == 1
+        err = capsys.readouterr().err
+        assert f"{folder / 'results.json'} is not a usable run record: it says complete, but its score is" in err
+        assert "train.resume=false" in err and "nothing was changed" in err and "already complete" not in err, err
+        assert _folder_contents(folder) == before
+        assert _plan_status(tmp_path) == "malformed"
+    assert run_cli("train.resume=false") == 0   # reruns it
+    (again,) = records(tmp_path / "runs")
+    assert again["status"] == "complete" and isinstance(again["score"], float)
+    assert _plan_status(tmp_path) == "complete"
+
+
+@pytest.mark.parametrize("mask,name", [("fish", "mask.safetensors"), ("fish", "peft_init.safetensors"),
+                                       ("none", "peft_init.safetensors")])
+def test_a_damaged_run_file_is_named_before_a_resume_writes_anything(mask: str, name: str, run_cli, tmp_path: Path,
+                                                                     capsys) -> None:
+    # as a damaged checkpoint.pt is: the file, and how to go on; not a bare SafetensorError in a failed record
+    assert run_cli(f"mask={mask}") == 0
+    (rec,) = records(tmp_path / "runs")
+    folder = Path(rec["output_dir"])
+    (folder / "results.json").write_text(json.dumps(dict(rec, status="interrupted")))
+    (folder / "checkpoint.pt").write_bytes(b"resumed from")   # never read: the run files are checked first
+    (folder / name).write_bytes(b"\x00\x01")
+    before = _folder_contents(folder)
+    capsys.readouterr()
+    assert run_cli(f"mask={mask}") == 1
+    err = capsys.readouterr().err
+    assert f"fishtune: error: cannot read {folder / name} (" in err, err
+    assert "train.resume=false" in err and "nothing was changed" in err and "Traceback" not in err, err
+    assert _folder_contents(folder) == before
+
+
+def test_plan_names_the_cell_whose_config_is_refused(tmp_path: Path, capsys) -> None:
+    # as `fishtune run -m` does (test_a_bad_value_in_a_late_cell_stops_the_sweep_before_any_cell_runs)
+    from fishtune.plan import main as plan_main
+
+    assert plan_main([*TINY, f"runs_root={tmp_path}", "seed=1,2", "method.r=4,0"]) == 2
+    assert capsys.readouterr().err == ("fishtune plan: error: cell #1 (seed=1 method.r=0): method.r must be an "
+                                       "integer >= 1, got 0\n")

@@ -48,9 +48,15 @@ def check_identity(rec: Mapping) -> None:
     _integer(rec.get("seed"), "seed")
 
 
+def check_score(rec: Mapping) -> None:
+    """The least a complete record holds: a finite `score`. `fishtune run` refuses to skip a complete
+    record without one, and `fishtune plan` shows it as malformed (`fishtune.record.record_problem`)."""
+    _finite(rec.get("score"), "score")
+
+
 def check_result(rec: Mapping) -> None:
     """The fields a complete record's result is read from (see `records._flatten`)."""
-    _finite(rec.get("score"), "score")
+    check_score(rec)
     _finite(rec.get("best_score"), "best_score", optional=True)
     dev = _mapping((_mapping(rec.get("last"), "last")).get("dev"), "last.dev", optional=False)
     for name, value in dev.items():
