@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from fishtune.atomic import atomic_write
+from fishtune.record import record_problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if status != "complete" or test_model:
             left["test model" if test_model else str(status)] += 1
+            continue
+        if (problem := record_problem(rec)) is not None:   # complete without a finite score: a run refuses it
+            print(f"snapshot_records: skipped {record_path}: malformed record ({problem})", file=sys.stderr)
+            left["malformed"] += 1
             continue
         if (args.model and model not in args.model) or (args.task and task not in args.task):
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def compose_run(*overrides: str, hydra: bool = False):
 
 def records(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json"))]
+
+
+@pytest.fixture(autouse=True)
+def _drop_the_cli_log_handler():
+    """`fishtune run` and `fishtune report` point the root logger at the `sys.stderr` of their test
+    (`logging.basicConfig(force=True)`: capsys's stream, closed after it). A later test whose code
+    logs, with no CLI call of its own, would get a "Logging error" traceback per message in its
+    stderr: drop that handler after each test. pytest's own capture handlers are a subclass and stay."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(handler)

@@ -356,8 +356,9 @@ def test_make_reproduce_cpu_runs_every_cpu_experiment_then_reports() -> None:
 
 def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) -> None:
     source, dest = tmp_path / "runs", tmp_path / "study"
-    for name, rec in (("ok", {"status": "complete", "model": "m", "task": "rte"}),
+    for name, rec in (("ok", {"status": "complete", "model": "m", "task": "rte", "score": 60.0}),
                       ("failed", {"status": "failed", "model": "m", "task": "rte"}),
+                      ("no-score", {"status": "complete", "model": "m", "task": "rte"}),
                       ("tiny", {"status": "complete", "model": "tiny-bert", "task": "rte", "test_model": True}),
                       ("broken", None)):
         (source / name).mkdir(parents=True)
@@ -369,7 +370,8 @@ def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) ->
         out = subprocess.run([sys.executable, str(script), str(source), str(dest)], capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 0 and "copied 1 complete run records" in out.stdout
-        assert "left behind: 1 failed, 1 malformed, 1 test model" in out.stdout and "broken" in out.stderr
+        assert "left behind: 1 failed, 2 malformed, 1 test model" in out.stdout and "broken" in out.stderr
+        assert "no-score" in out.stderr and "finite" in out.stderr
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["ok/config.yaml",
                                                                                           "ok/results.json"]
     # Restoring into a runs folder never overwrites a record there (a live run keeps its own).
