@@ -85,8 +85,10 @@ def cache_path(cfg: DictConfig, key: str) -> Path:
     return root / CACHE_DIR / f"{key}.safetensors"
 
 
-def load_cached(path: Path, shapes: dict[str, tuple[int, ...]]) -> CachedFisher | None:
-    """The cached Fisher at `path` if it exists, reads and fits `shapes` (candidate name -> shape); else None."""
+def load_cached(path: Path, shapes: dict[str, tuple[int, ...]], key: str | None = None) -> CachedFisher | None:
+    """The cached Fisher at `path` if it exists, reads, was saved under `key` (its metadata names the
+    key it was estimated for: a file copied or renamed onto another key's name is a miss; files from
+    before the key was stored pass) and fits `shapes` (candidate name -> shape); else None."""
     if not path.is_file():
         return None
     from safetensors import safe_open
@@ -97,6 +99,10 @@ def load_cached(path: Path, shapes: dict[str, tuple[int, ...]]) -> CachedFisher 
             scores = {name: f.get_tensor(name).clone() for name in f.keys()}  # not a view of the file
     except Exception as err:  # noqa: BLE001 - any unreadable file is a miss, never a crash
         log.warning("fisher cache: cannot read %s (%s: %s); estimating again", path, type(err).__name__, err)
+        return None
+    if key is not None and meta.get("key") not in (None, key):
+        log.warning("fisher cache: %s holds the Fisher of key %s, not of its name; estimating again",
+                    path, meta.get("key"))
         return None
     if {n: tuple(t.shape) for n, t in scores.items()} != {n: tuple(s) for n, s in shapes.items()}:
         log.warning("fisher cache: %s does not fit this run's candidates; estimating again", path)
@@ -126,7 +132,7 @@ def build_with_cache(cfg: DictConfig, runtime: dict[str, str], build, shapes: di
         return build(None), None
     key = cache_key(cfg, runtime, inputs_digest(model, train))   # only where a cache is read
     path = cache_path(cfg, key)
-    cached = load_cached(path, shapes)
+    cached = load_cached(path, shapes, key)
     if cached is not None:
         log.info("fisher cache: the Fisher of %s (estimated by %s)", path.name, cached.meta.get("computed_by"))
         return build(cached.scores), {"key": key, "hit": True, **cached.meta}
@@ -134,7 +140,7 @@ def build_with_cache(cfg: DictConfig, runtime: dict[str, str], build, shapes: di
     meta = {"fisher_time_s": round(result.fisher_time_s, 3), "warmup_time_s": round(result.warmup_time_s, 3),
             "computed_by": str(folder)}
     try:
-        save_cached(path, result.fish.scores, meta)
+        save_cached(path, result.fish.scores, {"key": key, **meta})
     except FishtuneError as err:  # the run does not need the cache: say so and go on
         log.warning("fisher cache: not written (%s)", err)
     return result, {"key": key, "hit": False, **meta}

@@ -148,3 +148,32 @@ def test_a_cached_fisher_that_does_not_fit_the_candidates_is_a_miss(tmp_path: Pa
     with caplog.at_level(logging.WARNING, logger="fishtune.fisher_cache"):
         assert load_cached(path, shapes) is None
     assert f"{path} does not fit this run's candidates; estimating again" in caplog.text
+
+
+def test_a_cache_file_under_another_keys_name_is_a_miss(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from fishtune.fisher_cache import load_cached, save_cached
+
+    shapes = {"a": (2, 3)}
+    path = tmp_path / "b1.safetensors"
+    save_cached(path, {"a": torch.rand(2, 3)}, {"key": "a0", "computed_by": "elsewhere"})   # copied onto b1's name
+    with caplog.at_level(logging.WARNING, logger="fishtune.fisher_cache"):
+        assert load_cached(path, shapes, "b1") is None
+    assert f"{path} holds the Fisher of key a0, not of its name; estimating again" in caplog.text
+    assert load_cached(path, shapes, "a0").meta["key"] == "a0"
+    save_cached(path, {"a": torch.rand(2, 3)}, {"computed_by": "before keys were stored"})
+    assert load_cached(path, shapes, "b1") is not None                     # an older file: its name is all there is
+
+
+def test_a_run_stores_the_key_it_estimated_for(run_cli, tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    from fishtune.fisher_cache import _META
+
+    assert run_cli("mask=fish") == 0
+    (path,) = (tmp_path / "runs" / CACHE_DIR).glob("*.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()[_META])["key"] == path.stem
