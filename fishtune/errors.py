@@ -5,6 +5,13 @@ Every error a user can cause by a bad config, a missing file or an unreachable H
 """
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (what a one-line error quotes of its cause), or its
+    type's name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class FishtuneError(Exception):
     """Base class: a user-facing error; `str(err)` is the whole message."""
 

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from .atomic import plain_modes
-from .errors import FishtuneError
+from .errors import FishtuneError, first_line
 from .record import RECORD_NAME, read_record
 
 ADAPTER_DIR = "adapter"
@@ -101,7 +101,7 @@ def load_trained(run_dir: Path) -> tuple[nn.Module, DictConfig]:
     except FishtuneError:
         raise
     except Exception as err:  # the libraries' own errors (a bad tensor name or shape, a missing file)
-        raise FishtuneError(f"cannot load the adapter in {adapter}: {type(err).__name__}: {_first_line(err)}") from None
+        raise FishtuneError(f"cannot load the adapter in {adapter}: {type(err).__name__}: {first_line(err)}") from None
 
 
 def check_adapter(folder: Path) -> None:
@@ -117,7 +117,7 @@ def check_adapter(folder: Path) -> None:
         try:
             _check_adapter_file(path)
         except Exception as err:  # json, safetensors, zipfile and OS errors alike
-            raise FishtuneError(f"{path} is damaged: {_first_line(err)}") from None
+            raise FishtuneError(f"{path} is damaged: {first_line(err)}") from None
 
 
 def _check_adapter_file(path: Path) -> None:
@@ -136,12 +136,6 @@ def _check_adapter_file(path: Path) -> None:
     elif path.suffix == ".bin":
         with zipfile.ZipFile(path) as archive:
             archive.namelist()
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an error's message, or its type's name when it has none."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def export(run_dir: Path, *, merge: bool = False, out: Path | None = None) -> Path:
@@ -207,7 +201,7 @@ def _write_folder(target: Path, write: Callable[[Path], None]) -> None:
         tmp.rename(final)
     except Exception as err:  # OSError, and safetensors' own error for a full disk
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
         raise FishtuneError(f"cannot write {target}: {reason}") from None
 
 

@@ -23,7 +23,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 from .model_guard import check_model_config, hub_config
 from .tasks import TaskSpec
 
@@ -241,9 +241,9 @@ def _ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 
 def _load_error(name: str, source: str, err: Exception, *, revision: str | None = None) -> str:
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    cause = first_line(err)
     if Path(source).is_dir():  # model.path or a package: the folder was found but does not load
-        return (f"cannot load model {name!r} from the folder {source!r} ({first_line[:160]}); it must be a saved "
+        return (f"cannot load model {name!r} from the folder {source!r} ({cause[:160]}); it must be a saved "
                 "transformers model (config.json, weights, tokenizer files)")
     from huggingface_hub import constants
 
@@ -254,7 +254,7 @@ def _load_error(name: str, source: str, err: Exception, *, revision: str | None 
     short = offline and revision and re.fullmatch(r"[0-9a-fA-F]{7,39}", revision)
     return (
         f"cannot load model {name!r} from {source!r}{at}: {reason} and no local copy was found "
-        f"({first_line[:160]}). Download it once online, or point model.path=/local/folder at a saved copy."
+        f"({cause[:160]}). Download it once online, or point model.path=/local/folder at a saved copy."
         + (" Offline, the cache finds a commit by its full 40 hex digits only." if short else "")
     )
 

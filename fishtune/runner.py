@@ -31,7 +31,7 @@ from .batching import Encoded, encode
 from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
                      pair_vanilla_method, resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
-from .errors import ConfigError, DivergedError, FishtuneError, Terminated
+from .errors import ConfigError, DivergedError, FishtuneError, Terminated, first_line
 from .fisher_cache import build_with_cache
 from .fishmask import FishMask
 from .frozen import count_changed
@@ -490,8 +490,7 @@ def _load_tensors(path: Path) -> dict[str, Tensor]:
 
 def _unreadable(path: Path, err: Exception, *, untouched: bool = False) -> FishtuneError:
     """One line: which run file cannot be read, why, and how to go on (`untouched`: before any write)."""
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return FishtuneError(f"cannot read {path} ({reason}), which resuming this run needs; run with "
+    return FishtuneError(f"cannot read {path} ({first_line(err)}), which resuming this run needs; run with "
                          f"train.resume=false to start it over{' (nothing was changed)' if untouched else ''}")
 
 
