@@ -109,6 +109,9 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     if multirun and not checked and (problem := _bad_cell(rest)):
         print(f"fishtune: error: {problem}", file=sys.stderr)
         return 2
+    if not multirun and (problem := _uncomposable(rest)):
+        print(f"fishtune: error: {problem}", file=sys.stderr)
+        return 2
     if not multirun and any(a.startswith("experiment=") for a in args):
         print("fishtune: note: an experiment file's grid runs with -m; without it this is one cell, the file's "
               "base config", file=sys.stderr)
@@ -149,7 +152,7 @@ def _bad_cell(overrides: list[str]) -> str | None:
     in); ~0.1–0.25 s a cell. What cannot be composed is left to Hydra, which reports it itself."""
     from .config import validate
     from .errors import FishtuneError
-    from .plan import cell_name, composed_cells
+    from .plan import UncomposableError, cell_name, composed_cells
 
     if any(a.startswith("-") for a in overrides):  # --cfg, --help, ...: Hydra's own
         return None
@@ -159,7 +162,26 @@ def _bad_cell(overrides: list[str]) -> str | None:
                 validate(cfg)
             except FishtuneError as err:
                 return f"{cell_name(number, cell, overrides)}: {err}; no cell was run"
+    except UncomposableError as err:  # Hydra would print this one as a traceback
+        return str(err)
     except FishtuneError:  # cannot be expanded or composed: Hydra says why when it tries
+        return None
+    return None
+
+
+def _uncomposable(overrides: list[str]) -> str | None:
+    """One run's composition error that Hydra would print as a whole traceback (`mask=null`), as one
+    line; None when it composes or when Hydra reports the error itself (a grammar or override error)."""
+    from .errors import FishtuneError
+    from .plan import UncomposableError, compose
+
+    if any(a.startswith("-") for a in overrides):
+        return None
+    try:
+        compose(overrides)
+    except UncomposableError as err:
+        return str(err)
+    except FishtuneError:
         return None
     return None
 

@@ -77,6 +77,11 @@ def expand(overrides: list[str]) -> list[list[str]]:
     return cells
 
 
+class UncomposableError(ConfigError):
+    """A composition error Hydra raises as a plain ValueError/TypeError (`mask=null`): Hydra itself would
+    print it with its whole traceback, so `fishtune run` reports it first, in one line."""
+
+
 def compose(overrides: list[str], *, hydra: bool = False):
     """The run config of `fishtune run <overrides>` (with the `hydra` node if asked)."""
     from hydra import compose as hydra_compose
@@ -89,6 +94,23 @@ def compose(overrides: list[str], *, hydra: bool = False):
             return hydra_compose(config_name="run", overrides=list(overrides), return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot compose {' '.join(overrides) or 'the default config'}: {err}") from err
+    except (ValueError, TypeError) as err:  # Hydra's internal checks, which `fishtune run` would print as a traceback
+        raise UncomposableError(f"cannot compose {' '.join(overrides)}: {_group_hint(overrides) or err}") from err
+
+
+def _group_hint(overrides: list[str]) -> str | None:
+    """`mask=null: the config group mask takes one of its files (fish, none, …), not null`, for the
+    first config group set to null, the one override Hydra answers with a bare ValueError."""
+    from importlib.resources import files
+
+    configs = files("fishtune.configs")
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if value.strip().lower() in ("null", "~", "") and configs.joinpath(key).is_dir():
+            names = sorted(p.name.removesuffix(".yaml") for p in configs.joinpath(key).iterdir()
+                           if p.name.endswith(".yaml"))
+            return f"{override}: the config group {key} takes one of its files ({', '.join(names)}), not null"
+    return None
 
 
 def composed_cells(overrides: list[str]) -> Iterator[tuple[list[str], DictConfig]]:

@@ -89,6 +89,10 @@ CASES = [
     (["~data.source"], ["data.source is missing"]),
     (["~task.name"], ["task.name is missing"]),
     (["train.max_seq_length=1000"], ["train.max_seq_length=1000", "514 positions"]),   # before anything is written
+    # a config group set to null: Hydra raises a bare ValueError, which it would print with 20 lines of its frames
+    (["mask=null"], ["mask=null", "config group mask", "fish, fish_live, none, random, reverse"]),
+    (["-m", "mask=null"], ["mask=null", "config group mask"]),
+    (["-m", "seed=1,2", "method=null"], ["method=null", "config group method", "lora"]),
 ]
 
 
@@ -342,3 +346,7 @@ def test_plan_names_the_cell_whose_config_is_refused(tmp_path: Path, capsys) -> 
     assert plan_main([*TINY, f"runs_root={tmp_path}", "seed=1,2", "method.r=4,0"]) == 2
     assert capsys.readouterr().err == ("fishtune plan: error: cell #1 (seed=1 method.r=0): method.r must be an "
                                        "integer >= 1, got 0\n")
+    assert plan_main([*TINY, f"runs_root={tmp_path}", "mask=null"]) == 2   # not Hydra's traceback
+    err = capsys.readouterr().err
+    assert err.startswith("fishtune plan: error: cannot compose ") and err.count("\n") == 1, err
+    assert "mask=null: the config group mask takes one of its files" in err
