@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .keys import Key, anything, check_section, choice, flag, integer, number, optional, text
 
 # Keys that change how a run is executed or logged, not what it computes: they are left out
@@ -91,8 +91,7 @@ def validate(cfg: DictConfig) -> None:
         values = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"cannot resolve the config{f' at {key}' if key else ''}: {reason}") from None
+        raise ConfigError(f"cannot resolve the config{f' at {key}' if key else ''}: {first_line(err)}") from None
     check_section(values, {k: anything("a section") for k in TOP_KEYS}, "config")
     _check(all(isinstance(values.get(k), dict) for k in ("model", "task", "method", "mask", "train", "data")),
            "the config needs the sections model, task, method, mask, train and data")

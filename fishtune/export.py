@@ -46,8 +46,7 @@ def run_config(run_dir: Path) -> tuple[DictConfig, dict]:
             raise ValueError("it has no model, task and method sections")
         int(cfg.seed)  # read now: a missing or bad seed is this error, not a traceback later
     except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise FishtuneError(f"{run_dir / 'config.yaml'} cannot be read as a run config: {reason}") from None
+        raise FishtuneError(f"{run_dir / 'config.yaml'} cannot be read as a run config: {first_line(err)}") from None
     if record.get("model_revision"):  # a Hub model: the snapshot the run trained on, wherever `main` is now
         with open_dict(cfg.model):
             cfg.model.revision = record["model_revision"]
@@ -59,11 +58,11 @@ def load_base(cfg: DictConfig, record: dict):
     a Hub model at the recorded snapshot (`run_config`), a `model.path` folder only while its files
     are the ones the run read (`model_files_sha256`); an adapter on other base weights would export
     another model than the one scored."""
-    from .models import load_model, model_files_digest
+    from .models import load_model, model_files_digest, other_model
     from .tasks import get_task
 
-    recorded, now = record.get("model_files_sha256"), model_files_digest(cfg.model)
-    if recorded and now != recorded:
+    if mismatch := other_model(record, model_files=model_files_digest(cfg.model)):
+        _, recorded, now = mismatch
         raise FishtuneError(f"the files of model.path {cfg.model.path} changed since the run read them "
                             f"(model_files_sha256 {recorded}, now {now}); restore the run's base model there")
     if cfg.model.get("package") and not cfg.model.get("path"):

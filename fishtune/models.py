@@ -156,6 +156,20 @@ def model_files_digest(model_cfg: DictConfig) -> str | None:
         raise ModelLoadError(f"cannot read model.path {where.location!r}: {err}") from err
 
 
+def other_model(record: dict, *, model_files: str | None = None,
+                revision: str | None = None) -> tuple[str, str, str] | None:
+    """`(key, recorded, now)` for the first of the record's `model_files_sha256` and `model_revision`
+    that differs from what this command loads (`model_files_digest`; the Hub commit, lower case);
+    None when they match or a side is not known: a record older than the key, a source without a
+    folder digest, a revision not asked of the Hub. How the runner, `plan` and `export` tell that a
+    record ran on another model."""
+    for key, now in (("model_files_sha256", model_files), ("model_revision", revision)):
+        recorded = record.get(key)
+        if now is not None and recorded is not None and recorded != now:
+            return key, recorded, now
+    return None
+
+
 def _hub_config(name: str, where: ModelSource) -> tuple[Path, dict[str, str]]:
     """`model_guard.hub_config` for a Hub source, its errors as one `ModelLoadError` line."""
     try:

@@ -183,20 +183,20 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
 def _other_model(cfg: DictConfig, record: dict, digests: dict[str, str | None]) -> bool:
     """Whether `record` ran on another model than `cfg` loads, as far as can be told without the Hub
     (the runner's check, `runner._read_own_record`, refuses such a record)."""
-    from .models import FULL_COMMIT, model_files_digest
+    from .models import FULL_COMMIT, model_files_digest, other_model
 
-    recorded = record.get("model_files_sha256")
-    if recorded and cfg.model.get("path") and not cfg.model.get("tiny"):
+    files = None
+    if record.get("model_files_sha256") and cfg.model.get("path") and not cfg.model.get("tiny"):
         folder = str(cfg.model.path)
         if folder not in digests:
             try:
                 digests[folder] = model_files_digest(cfg.model)
             except FishtuneError:  # not there on this machine (a login node): cannot tell
                 digests[folder] = None
-        if digests[folder] not in (None, recorded):
-            return True
-    pin, snapshot = cfg.model.get("revision"), record.get("model_revision")
-    return bool(pin and snapshot and FULL_COMMIT.fullmatch(str(pin)) and str(pin).lower() != snapshot)
+        files = digests[folder]
+    pin = cfg.model.get("revision")
+    commit = str(pin).lower() if pin is not None and FULL_COMMIT.fullmatch(str(pin)) else None
+    return other_model(record, model_files=files, revision=commit) is not None
 
 
 _LIKE: tuple[Callable[[Cell], tuple], ...] = (lambda c: (c.task, c.method, c.masked), lambda c: (c.task, c.method),

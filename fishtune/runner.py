@@ -37,7 +37,7 @@ from .fishmask import FishMask
 from .frozen import count_changed
 from .methods import MethodSetup, adapter_format, apply_method, save_adapter
 from .metrics import compute_metrics
-from .models import hub_revision, load_model, max_tokens, model_files_digest, uses_token_type_ids
+from .models import hub_revision, load_model, max_tokens, model_files_digest, other_model, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
 from .record import (RECORD_NAME, RUN_STATUSES, RunRecord, environment, now, peak_memory, read_record, record_problem,
@@ -175,15 +175,15 @@ def _read_own_record(cfg: DictConfig, runtime: dict[str, str], folder: Path, dat
     if callable(revision):  # a complete run is skipped on its recorded snapshot, unless model.revision asks for one
         asks = existing.get("status") != "complete" or cfg.model.get("revision") is not None
         revision = revision() if existing.get("model_revision") and asks else None
-    for key, current, what in (("model_files_sha256", model_files, f"the files of model.path {cfg.model.get('path')}"),
-                               ("model_revision", revision, f"the Hub snapshot of {cfg.model.get('hub_id')}")):
-        recorded_model = existing.get(key)
-        if current is not None and recorded_model not in (None, current):
-            pin = f"pass model.revision={recorded_model} to go on with that run, " if key == "model_revision" and \
-                existing.get("status") != "complete" else ""
-            raise ConfigError(f"{folder} holds a run on another model than this command loads: {what} changed "
-                              f"since ({key} {recorded_model}, now {current}); {pin}use another runs_root (or "
-                              "output_dir), or train.resume=false to replace that run")
+    if mismatch := other_model(existing, model_files=model_files, revision=revision):
+        key, recorded_model, current = mismatch
+        what = (f"the files of model.path {cfg.model.get('path')}" if key == "model_files_sha256"
+                else f"the Hub snapshot of {cfg.model.get('hub_id')}")
+        pin = f"pass model.revision={recorded_model} to go on with that run, " if key == "model_revision" and \
+            existing.get("status") != "complete" else ""
+        raise ConfigError(f"{folder} holds a run on another model than this command loads: {what} changed "
+                          f"since ({key} {recorded_model}, now {current}); {pin}use another runs_root (or "
+                          "output_dir), or train.resume=false to replace that run")
     return existing
 
 
