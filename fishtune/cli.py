@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             from .errors import Terminated
 
             terminated = isinstance(err, Terminated)
-            print(f"fishtune: {'terminated (SIGTERM)' if terminated else 'interrupted'}; rerun the same command to "
-                  "resume from the last checkpoint", file=sys.stderr)
+            print(f"fishtune: {'terminated (SIGTERM)' if terminated else 'interrupted'}; "
+                  f"{_after_interrupt(err, multirun=bool({'-m', '--multirun'} & set(rest)))}", file=sys.stderr)
             return 143 if terminated else 130
     if command == "plan":
         from .plan import main as plan_main
@@ -79,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return export_main(rest)
     print(f"fishtune: error: unknown command {command!r}; choose run, plan, report, bench or export\n\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def _after_interrupt(err: KeyboardInterrupt, *, multirun: bool) -> str:
+    """What an interrupt left and how to go on: the run folder it saved `interrupted` (the runner names
+    it on the error), else, for one run, that none was written yet."""
+    if folder := getattr(err, "run_folder", None):
+        return f"rerun the same command to resume {folder} from its last checkpoint"
+    if multirun:
+        return "rerun the same command to resume: complete cells are skipped, started ones resume"
+    return "no run folder was written yet, so there is nothing to resume; rerun the same command to start"
 
 
 def _run(args: list[str], *, checked: bool = False) -> int:

@@ -299,6 +299,7 @@ def _record_end(record: RunRecord, folder: Path, err: BaseException) -> None:
         record.update(status="failed", error="CUDA out of memory")
     elif isinstance(err, KeyboardInterrupt):
         record.update(status="interrupted")
+        err.run_folder = str(folder)  # for the one-line message (`fishtune.cli`): what a rerun resumes
     else:
         atomic_write_text(folder / "traceback.txt", traceback.format_exc())
         err.traceback_file = str(folder / "traceback.txt")  # for the one-line error (`fishtune.cli`)

@@ -350,3 +350,20 @@ def test_plan_names_the_cell_whose_config_is_refused(tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert err.startswith("fishtune plan: error: cannot compose ") and err.count("\n") == 1, err
     assert "mask=null: the config group mask takes one of its files" in err
+
+
+def test_an_interrupt_before_the_run_folder_says_there_is_nothing_to_resume(run_cli, tmp_path: Path, monkeypatch,
+                                                                             capsys) -> None:
+    from fishtune import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "load_model", interrupted)   # Ctrl-C while the model loads
+    assert run_cli() == 130
+    err = capsys.readouterr().err
+    assert err.endswith("fishtune: interrupted; no run folder was written yet, so there is nothing to resume; rerun "
+                        "the same command to start\n"), err
+    assert not list(tmp_path.rglob("results.json"))
+    assert run_cli("-m", "seed=1,2") == 130   # a sweep: earlier cells may have run
+    assert "complete cells are skipped, started ones resume" in capsys.readouterr().err

@@ -82,7 +82,7 @@ def test_sigterm_marks_the_run_interrupted_and_a_rerun_resumes(tmp_path: Path) -
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 143, output
     assert "Traceback" not in output
-    assert "fishtune: terminated (SIGTERM); rerun the same command to resume" in output
+    assert f"fishtune: terminated (SIGTERM); rerun the same command to resume {out} from its last checkpoint" in output
     record = _record(out)
     assert record["status"] == "interrupted" and record["finished_at"]
 
