@@ -221,7 +221,23 @@ def _refuse_foreign(folder: Path, existing: dict | None) -> None:
 
 def _skipped(folder: Path, existing: dict) -> dict:
     log.info("already complete: %s (score %s); train.resume=false reruns it", folder, existing.get("score"))
+    if problem := _config_file_problem(folder / "config.yaml"):  # the record is the result; the file is how it was made
+        log.warning("%s: %s; the record stands, but `fishtune export` needs that file: train.resume=false reruns "
+                    "the cell", folder / "config.yaml", problem)
     return {**existing, "status": "skipped"}
+
+
+def _config_file_problem(path: Path) -> str | None:
+    """Why a complete run's `config.yaml` cannot be read back as a mapping (missing, not YAML), or None."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        return f"cannot be read ({first_line(err)})"
+    return None if isinstance(loaded, dict) else "not a YAML mapping"
 
 
 def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing: dict | None,

@@ -38,7 +38,15 @@ def test_rerun_of_a_complete_run_is_skipped(run_cli, tmp_path: Path, capsys) -> 
     (again,) = records(tmp_path / "runs")
     assert again["finished_at"] == first["finished_at"]
     assert (Path(first["output_dir"]) / "results.json").stat().st_mtime_ns == written  # not even rewritten
-    assert f"already complete: {first['output_dir']}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"already complete: {first['output_dir']}" in err and "config.yaml" not in err
+    config = Path(first["output_dir"]) / "config.yaml"   # damaged since: still skipped, but said
+    config.write_text("model: [unclosed\n")
+    assert run_cli() == 0
+    assert f"{config}: cannot be read (" in capsys.readouterr().err
+    config.unlink()
+    assert run_cli() == 0
+    assert f"{config}: missing; the record stands, but `fishtune export` needs that file" in capsys.readouterr().err
 
 
 def test_multirun_of_two_cells(run_cli, tmp_path: Path, capsys) -> None:
