@@ -52,7 +52,7 @@ import torch
 from transformers import TrainerCallback
 
 from .errors import ConfigError
-from .fishmask import FISHER_AT, FishMask, LossFn
+from .fishmask import FISHER_AT, FishMask, LossFn, check_budget
 from .masking import SCOPES, STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,14 @@ class FishCallback(TrainerCallback):
                                     ("fisher_at", fisher_at, FISHER_AT)):
             if value not in options:
                 raise ConfigError(f"FishCallback: {key} must be one of {', '.join(options)}, got {value!r}")
-        if mask is None and (keep is None) == (keep_ratio is None):
-            raise ConfigError("FishCallback: pass exactly one of keep= and keep_ratio= (or mask=)")
+        if mask is not None and (keep is not None or keep_ratio is not None):
+            raise ConfigError("FishCallback: mask= is the mask to train with; keep=/keep_ratio= would be ignored: "
+                              "pass one or the other")
+        if mask is None:
+            try:
+                check_budget(keep, keep_ratio)   # now, not once the Trainer has set everything up
+            except ConfigError as err:
+                raise ConfigError(f"FishCallback: {err}") from None
         self.options: dict[str, Any] = dict(
             keep=keep, keep_ratio=keep_ratio, strategy=strategy, live=live, scope=scope, labels=labels,
             estimator=estimator, num_samples=num_samples, fisher_at=fisher_at, warmup_steps=warmup_steps,

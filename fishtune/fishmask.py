@@ -21,8 +21,11 @@ ParBn's up-projection) gives its partner exactly zero gradient, hence zero Fishe
 trainable parameter, the Fisher there, then every trainable parameter back to its value before the
 warm-up. `"init"`: the Fisher at the current values. `"auto"` (default): warm-up exactly when a
 candidate has such a partner (a declared pair whose up factor has an all-zero rank column). The
-warm-up and the Fisher run inside `torch.random.fork_rng`: the caller's RNG streams are left as
-they were.
+warm-up and the Fisher run inside `torch.random.fork_rng`: the global RNG streams (CPU and CUDA)
+are left as they were; a DataLoader with its own `generator=` is advanced by the batches read from
+it (pass `warmup_batches=` / a separate loader to keep its order). A model with a mask still
+bound is refused: that mask turned requires_grad off where it selects nothing, and the new
+candidates would silently leave those tensors out (`detach()` it first).
 
 Batches. Dicts of tensors with a `labels` entry (what a transformers `Trainer` dataloader or
 `DataCollatorWithPadding` yields), called as `model(**inputs).logits`: the exact estimators of
@@ -64,8 +67,8 @@ import torch
 from torch import Tensor, nn
 
 from .candidates import candidates, structure, zero_factor
-from .errors import ConfigError
-from .frozen import EntryMask, check_mask
+from .errors import ConfigError, first_line
+from .frozen import EntryMask, check_mask, check_unbound
 from .live import dead_entries, select_live
 from .mask_stage import LossFn, _rng_forked, _warmup_source, dense_warmup, fisher_scores
 from .masking import SCOPES, STRATEGIES, as_int, as_real, mask_stats, select_mask
@@ -76,7 +79,9 @@ FISHER_AT = ("auto", "warmup", "init")
 FORMAT = "fishtune.FishMask/2"
 META_KEY = "fishtune.FishMask"  # the one metadata entry of a saved mask (format 2)
 TIMING_KEYS = ("fisher_time_s", "warmup_time_s")  # in `info`; not part of what a mask is
-__all__ = ["FishMask", "FISHER_AT", "LossFn", "budget", "candidates", "dense_warmup", "fisher_scores"]
+ESTIMATE_KEYS = ("fisher_at", "warmup_steps", "num_samples", "labels", "estimator")  # in `info`: how the Fisher was made
+__all__ = ["FishMask", "FISHER_AT", "LossFn", "budget", "candidates", "check_budget", "dense_warmup",
+           "fisher_scores"]
 
 
 class FishMask:
@@ -106,7 +111,7 @@ class FishMask:
                     head: Sequence[str] | str | None = None, fisher_at: str = "auto", warmup_steps: int = 50,
                     warmup_lr: float = 1e-3, warmup_batches: Iterable | None = None, seed: int = 0,
                     families: Mapping[str, str] | None = None, pairs: Sequence | None = None,
-                    autocast: bool = False, fisher: Mapping[str, Tensor] | None = None) -> FishMask:
+                    autocast: bool = False, fisher: Mapping[str, Tensor] | FishMask | None = None) -> FishMask:
         """Select exactly k entries of the candidates by the empirical Fisher (module docstring).
 
         keep / keep_ratio: k, or k = round(keep_ratio * candidate entries) (exactly one of them; any
@@ -117,13 +122,22 @@ class FishMask:
         loop (`fishtune.fisher`); seed: the random strategy's. `families` ({parameter: family})
         overrides the detected family of the parameters it names, `pairs` replaces the detected
         pairs (fishtune's runner passes its method's); `autocast`: bf16 autocast during the
-        warm-up (the Fisher is fp32 whatever it is). `fisher`: a Fisher already estimated with these
-        settings (another mask's `scores`, e.g. to take FISH and reverse masks or several budgets from
-        one estimate): the warm-up and the estimate are skipped, `batches` is not read.
+        warm-up (the Fisher is fp32 whatever it is). `fisher`: a Fisher already estimated, e.g. to take FISH
+        and reverse masks or several budgets from one estimate: the warm-up and the estimate are skipped,
+        `batches` is not read. Pass the mask it came from (`fisher=fish_mask`): `info` then records how
+        that estimate was made; a bare {name: scores} is taken as estimated with this call's settings.
         """
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"from_fisher(model, batches, ...) takes the model (a torch nn.Module) first, "
+                              f"got {type(model).__name__}")
         _check_choice("strategy", strategy, STRATEGIES)
         _check_choice("scope", scope, SCOPES)
         _check_choice("fisher_at", fisher_at, FISHER_AT)
+        check_budget(keep, keep_ratio)
+        check_unbound(model)
+        fisher_from = fisher
+        if isinstance(fisher, FishMask) and fisher.scores is None:
+            raise ConfigError("fisher=: that FishMask holds no Fisher scores (a random or loaded mask)")
         if live and scope != "global":
             raise ConfigError("live=True needs scope='global'")
         if loss_fn is not None and (estimator not in ("auto", "loop") or labels != "empirical"):
@@ -153,7 +167,8 @@ class FishMask:
         if strategy == "random":
             scores = {n: torch.zeros(named[n].shape) for n in names}  # shapes only
         elif fisher is not None:
-            scores = _given_fisher(fisher, {n: named[n].shape for n in names})
+            scores = _given_fisher(fisher_from.scores if isinstance(fisher_from, FishMask) else fisher,
+                                   {n: named[n].shape for n in names})
         else:
             if batches is None:
                 raise ConfigError(f"strategy {strategy!r} needs batches to estimate the Fisher from")
@@ -194,6 +209,8 @@ class FishMask:
         if strategy != "random":
             info.update(num_samples=num_samples, labels=labels,
                         estimator="loop (loss_fn)" if loss_fn is not None else estimator)
+            if isinstance(fisher_from, FishMask):   # how that estimate was made, not this call's defaults
+                info.update({k: fisher_from.info[k] for k in ESTIMATE_KEYS if k in fisher_from.info})
         result = cls(mask, model=model, families=families, pairs=pairs,
                      scores=None if strategy == "random" else scores, info=info)
         result._starting = starting
@@ -258,7 +275,11 @@ class FishMask:
         on, so the frozen entries keep the values they have now: attach after moving, converting
         or loading the model (a Trainer's `on_train_begin` is such a point)."""
         self.bind(model, snapshot=self._snapshot)
-        self._engine.attach(optimizer)
+        try:
+            self._engine.attach(optimizer)
+        except BaseException:   # e.g. an optimizer of another model: leave the model as it was, unbound
+            self.detach()
+            raise
         return self
 
     def detach(self) -> None:
@@ -319,10 +340,14 @@ class FishMask:
         if not path.is_file():
             raise ConfigError(f"no mask file {path}")
         mask: dict[str, Tensor] = {}
-        with safe_open(str(path), framework="pt") as f:
-            meta = _metadata(f.metadata() or {})
-            for name in f.keys():
-                mask[name] = f.get_tensor(name)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = _metadata(f.metadata() or {})
+                for name in f.keys():
+                    mask[name] = f.get_tensor(name)
+        except Exception as err:   # not safetensors, truncated, metadata not JSON
+            raise ConfigError(f"{path} is not a readable mask file ({first_line(err)}); a mask is what "
+                              "FishMask.save writes, or a run folder's mask.safetensors") from None
         if meta.get("order"):
             mask = {n: mask[n] for n in meta["order"]}
         pairs = [FactorPair(**p) for p in meta.get("pairs", [])]
@@ -363,19 +388,27 @@ def _metadata(raw: dict[str, str]) -> dict[str, Any]:
     return {k: json.loads(raw[k]) for k in ("families", "info", "order", "pairs") if raw.get(k)}
 
 
-def budget(total: int, *, keep: int | None, keep_ratio: float | None) -> int:
-    """k from `keep` or `keep_ratio` (exactly one; any integer / real but a bool), checked against
-    the candidates."""
+def check_budget(keep: int | None, keep_ratio: float | None) -> tuple[int | None, float | None]:
+    """`keep` as an int >= 1 or `keep_ratio` as a real in (0, 1] (exactly one; any integer / real but a
+    bool), before the candidates are known; the other is None."""
     if (keep is None) == (keep_ratio is None):
         raise ConfigError("pass exactly one of keep= (entries) and keep_ratio= (share of the candidates)")
     if keep is not None:
         k = as_int(keep)
         if k is None or k < 1:
             raise ConfigError(f"keep must be a positive integer, got {keep!r}")
-    else:
-        ratio = as_real(keep_ratio)
-        if ratio is None or not 0 < ratio <= 1:
-            raise ConfigError(f"keep_ratio must be in (0, 1], got {keep_ratio!r}")
+        return k, None
+    ratio = as_real(keep_ratio)
+    if ratio is None or not 0 < ratio <= 1:
+        raise ConfigError(f"keep_ratio must be in (0, 1], got {keep_ratio!r}")
+    return None, ratio
+
+
+def budget(total: int, *, keep: int | None, keep_ratio: float | None) -> int:
+    """k from `keep`, or k = round(keep_ratio * total) (`check_budget`), checked against the `total`
+    candidate entries: 1 <= k <= total."""
+    k, ratio = check_budget(keep, keep_ratio)
+    if ratio is not None:
         k = round(ratio * total)
         if k < 1:
             raise ConfigError(f"keep_ratio {keep_ratio} of {total} candidate entries keeps none; raise it")

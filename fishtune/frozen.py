@@ -87,6 +87,7 @@ class EntryMask:
                         continue
                     if p.requires_grad:
                         p.requires_grad_(False)
+                        p._fishtune_switched_off = True   # for `check_unbound`
                         self.switched_off.append(p)
                     if snapshot:
                         self.frozen_tensors[name] = p.detach().to("cpu", copy=True)
@@ -167,6 +168,7 @@ class EntryMask:
         self.detach()
         for p in self.switched_off:
             p.requires_grad_(True)
+            p.__dict__.pop("_fishtune_switched_off", None)
         self.switched_off = []
         self.bound = False
 
@@ -222,6 +224,16 @@ def _is_plain_optimizer(obj) -> bool:
     """A torch optimizer that is not a wrapper around another one."""
     return isinstance(obj, torch.optim.Optimizer) and not isinstance(getattr(obj, "optimizer", None),
                                                                        torch.optim.Optimizer)
+
+
+def check_unbound(model: nn.Module) -> None:
+    """Refuse a model to which a mask is still bound: binding turned requires_grad off for the tensors
+    it selects nothing in, so a new mask's candidates (the trainable tensors) would leave them out."""
+    off = [n for n, p in model.named_parameters() if p.__dict__.get("_fishtune_switched_off") and not p.requires_grad]
+    if off:
+        raise ConfigError(f"a FishMask is still bound to this model: it switched requires_grad off for {len(off)} "
+                          f"tensors (e.g. {off[0]!r}); detach() that mask (or turn their requires_grad back on) "
+                          "before building another mask on the model")
 
 
 def check_mask(model: nn.Module, mask: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -957,3 +957,58 @@ def test_lora_on_an_embedding_is_a_zero_factor_pair() -> None:
     assert pair.down == b and zero_factor(dict(model.named_parameters()), [pair])
     live = FishMask.from_fisher(model, _batches(), keep=100, fisher_at="init", live=True)
     assert not live.mask[b].any() and live.selected == 100   # the budget goes to entries that can move
+
+
+def test_a_failed_attach_leaves_the_model_unbound_and_a_bound_model_is_refused_a_second_mask() -> None:
+    """A mask still bound has switched requires_grad off where it selects nothing: a second
+    `from_fisher` on that model took fewer candidates (256 of 1024) and said nothing."""
+    import copy
+
+    from fishtune import FishMask
+
+    model = _lora(_bert(), r=8)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    first = FishMask.from_fisher(model, _batches(), keep=10, fisher_at="init", num_samples=8)
+    with pytest.raises(ConfigError, match="the optimizer does not update"):
+        first.attach(torch.optim.AdamW(copy.deepcopy(model).parameters()))
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable and not first.attached
+    again = FishMask.from_fisher(model, _batches(), keep=10, fisher_at="init", num_samples=8)
+    assert again.total == first.total
+
+    first.attach(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad]))
+    with pytest.raises(ConfigError, match="a FishMask is still bound to this model: .*detach\\(\\) that mask"):
+        FishMask.from_fisher(model, _batches(), keep=10, fisher_at="init", num_samples=8)
+    first.detach()
+    assert FishMask.from_fisher(model, _batches(), keep=10, fisher_at="init", num_samples=8).total == first.total
+
+
+def test_the_api_refuses_a_wrong_model_a_foreign_file_and_an_ignored_budget_in_one_line(tmp_path: Path) -> None:
+    from fishtune import FishCallback, FishMask
+
+    model = _lora(_bert(), r=4)
+    for wrong in (None, "bert-base-uncased", _batches()):
+        with pytest.raises(ConfigError, match="takes the model \\(a torch nn.Module\\) first"):
+            FishMask.from_fisher(wrong, model, keep=10)
+    foreign = tmp_path / "notes.safetensors"
+    foreign.write_text("not a mask at all")
+    with pytest.raises(ConfigError, match="is not a readable mask file"):
+        FishMask.load(foreign)
+    for kwargs, words in (({"keep": 0}, "keep must be a positive integer"), ({"keep_ratio": 2}, "keep_ratio must be"),
+                          ({}, "exactly one of keep"), ({"keep": 5, "mask": FishMask({})}, "would be ignored")):
+        with pytest.raises(ConfigError, match=f"FishCallback: .*{words}"):
+            FishCallback(**kwargs)
+
+
+def test_a_mask_from_another_masks_fisher_records_how_that_estimate_was_made() -> None:
+    from fishtune import FishMask
+
+    model = _lora(_bert(), r=4)
+    fish = FishMask.from_fisher(model, _batches(), keep=50, fisher_at="init", num_samples=8, labels="expected")
+    reverse = FishMask.from_fisher(model, keep=50, strategy="reverse", fisher=fish)   # not this call's defaults
+    assert {k: reverse.info[k] for k in ("num_samples", "labels", "fisher_at")} == \
+        {"num_samples": 8, "labels": "expected", "fisher_at": "init"}
+    assert torch.equal(torch.cat([m.flatten() for m in reverse.mask.values()]),
+                       torch.cat([m.flatten() for m in FishMask.from_fisher(
+                           model, keep=50, strategy="reverse", fisher=fish.scores).mask.values()]))
+    with pytest.raises(ConfigError, match="holds no Fisher scores"):
+        FishMask.from_fisher(model, keep=50, fisher=FishMask.from_fisher(model, keep=50, strategy="random"))
