@@ -2,12 +2,13 @@
 
 Outputs (in --out): table1 (methods × GLUE metrics), table3 (contrastive study by budget), table5
 (cost), table6 (one task across models, --table6-task), paired (FISH − vanilla/random/reverse over
-matched seeds, 95% t CI), mask_share.csv, mask_anatomy.csv, ablation.csv, paired_ablation (each
-ablated value − the shipped default, over matched seeds), runs_status (every record
-and its status), tables.md (all tables), and the figures convergence_*, mask_anatomy_*, ablation_*.
+matched seeds, 95% t CI), mask_share.csv, mask_anatomy.csv, mask_sites.csv, ablation.csv,
+paired_ablation (each ablated value − the shipped default, over matched seeds), runs_status (every
+record and its status), tables.md (all tables), and the figures convergence_*, mask_anatomy_*,
+mask_sites_*, ablation_*.
 The same records always give byte-identical files, and rerunning into the same --out leaves exactly
 the files a fresh folder would get: a figure whose config or task is gone from the records is deleted
-(only the report's own convergence_/mask_anatomy_/ablation_ PNG and PDF files; --no-figures touches no
+(only the report's own convergence_/mask_anatomy_/mask_sites_/ablation_ PNG and PDF files; --no-figures touches no
 figure). The table files have fixed names and are always rewritten.
 """
 
