@@ -72,8 +72,8 @@ def record_problem(record: dict[str, Any]) -> str | None:
         return f"its {err}"
     if record.get("status") == "complete":
         try:
+            check_result(record)     # the score first: what a hand edit most often breaks
             check_identity(record)
-            check_result(record)
         except ValueError as err:
             return f"it says complete, but its {err}"
     return None

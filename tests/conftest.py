@@ -49,6 +49,13 @@ def compose_run(*overrides: str, hydra: bool = False):
     return compose(list(overrides), hydra=hydra)
 
 
+def complete_record(**fields) -> dict:
+    """The least a complete run record holds that every reader takes (`fishtune.record.record_problem`)."""
+    return {"status": "complete", "task": "mrpc", "model": "minilm-l6", "method": "lora", "mask": "none", "seed": 1,
+            "score": 80.0, "last": {"dev": {"f1": 85.0, "accuracy": 75.0, "score": 80.0}},
+            "trainable": {"peft_total": 1, "peft_selected": 1, "head": 1}, **fields}
+
+
 def records(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json"))]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GLUE, REPO, compose_run, records
+from conftest import GLUE, REPO, complete_record, compose_run, records
 from fishtune.config import config_digest, validate
 from fishtune.plan import expand as plan_expand
 
@@ -246,7 +246,7 @@ def test_plan_lists_the_cells_of_a_sweep_and_the_status_of_each(tmp_path: Path, 
     assert [c.overrides for c in cells] == [("+pair=lora", f"mask={m}") for m in ("none", "fish", "random", "reverse")]
     assert {c.status for c in cells} == {"missing"}
     assert cells[0].folder == tmp_path / "mrpc" / "minilm-l6" / "lora-r8" / "none" / cells[0].folder.name
-    for cell, content in zip(cells, ['{"status": "complete", "score": 81.5}', '{"status": "running"}', "{broken"]):
+    for cell, content in zip(cells, [json.dumps(complete_record(score=81.5)), '{"status": "running"}', "{broken"]):
         cell.folder.mkdir(parents=True)
         (cell.folder / "results.json").write_text(content)
     assert [(c.status, c.score) for c in plan(sweep)] == [("complete", 81.5), ("stopped", None),
@@ -407,7 +407,7 @@ def test_plan_marks_a_record_of_another_model_than_the_cell_loads(tmp_path: Path
     for sweep, field in ((hub, {"model_revision": "a" * 40}), (local, {"model_files_sha256": "0" * 16})):
         (cell,) = plan(sweep)
         cell.folder.mkdir(parents=True)
-        (cell.folder / "results.json").write_text(json.dumps({"status": "complete", "score": 80.0, **field}))
+        (cell.folder / "results.json").write_text(json.dumps(complete_record(**field)))
     assert [c.status for c in plan(hub)] == ["complete"]
     assert [c.status for c in plan([*hub, f"model.revision={'a' * 40}"])] == ["complete"]
     assert [c.status for c in plan([*hub, f"model.revision={'A' * 40}"])] == ["complete"]   # the cache's case
