@@ -311,6 +311,31 @@ def run_dir(cfg: DictConfig, *, runtime: dict[str, str] | None = None) -> Path:
     )
 
 
+def check_run_folder_place(cfg: DictConfig, folder: Path) -> None:
+    """Raise `ConfigError` when `folder`, or a folder above it, is a file (`runs_root=notes.txt`):
+    no run can be written there."""
+    blocker = _not_a_folder(Path(folder))
+    if blocker is None:
+        return
+    key = "output_dir" if cfg.get("output_dir") else "runs_root"
+    where = "is" if blocker == Path(folder) else f"would be below {blocker}, which is"
+    raise ConfigError(f"the run folder {folder} {where} a file, not a folder; set {key} to a folder path")
+
+
+def _not_a_folder(folder: Path) -> Path | None:
+    """The nearest of `folder` and the folders above it that exists and is not a folder, if any
+    (None also where that cannot be told, e.g. no permission to look)."""
+    for path in (folder, *folder.parents):
+        try:
+            if path.is_dir():
+                return None
+            if path.exists() or path.is_symlink():
+                return path
+        except OSError:
+            return None
+    return None
+
+
 def flatten(data: dict, prefix: str = "") -> dict:
     """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3} (lists stay values)."""
     flat: dict = {}

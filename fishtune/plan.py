@@ -18,12 +18,12 @@ this machine, except that a cell pinned to `train.device=cuda` planned on a mach
 taken to run on a GPU with bf16 (what `train.precision=auto` picks on Ampere and later), so a cluster's
 progress can be read on its login node; `--runtime cuda-fp32` for older GPUs.
 
-Time to go: each cell not complete is given the median `time_s.total` of the complete cells of the
-plan (every experiment of it) with the same task, method and kind (vanilla or masked), else the same
-task and method, else the task's median scaled by the method's ratio to the task median on the tasks
-it has run (DoRA on SST-2 from DoRA and every method on MRPC), else the task's median; a cell of a
-task with no complete cell is counted apart. It is cell time on
-the machine that ran those cells: N processes side by side take about 1/N of it.
+Time to go: each cell not complete is given the median `time_s.total` (a finite one, 0 s to a year;
+others are left out) of the complete cells of the plan (every experiment of it) with the same task,
+method and kind (vanilla or masked), else the same task and method, else the task's median scaled by
+the method's ratio to the task median on the tasks it has run (DoRA on SST-2 from DoRA and every
+method on MRPC), else the task's median; a cell of a task with no complete cell is counted apart. It
+is cell time on the machine that ran those cells: N processes side by side take about 1/N of it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, FishtuneError
+from .errors import ConfigError, FishtuneError, first_line
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -46,6 +46,7 @@ RUNTIMES = {"cpu-fp32": {"device": "cpu", "precision": "fp32"},
             "cuda-bf16": {"device": "cuda", "precision": "bf16"},
             "cuda-fp32": {"device": "cuda", "precision": "fp32"}}
 DONE = ("complete",)
+MAX_CELL_S = 365 * 24 * 3600.0   # the most seconds a cell's time_s.total is taken to be (a year)
 
 
 @dataclass(frozen=True)
@@ -62,19 +63,29 @@ class Cell:
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
-    """The cells (lists of overrides) of `fishtune run -m <overrides>`, in sweep order."""
+    """The cells (lists of overrides) of `fishtune run -m <overrides>`, in sweep order.
+
+    As in Hydra, the `hydra.*` and `hydra/...` overrides (`hydra.sweeper.params={seed:'1,2'}`) set the
+    sweep's own config, from which the file's sweep is read; they are no cell's overrides."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    own = [o.input_line for o in _parse(overrides, overrides) if o.is_hydra_override()]
+    cfg = compose([o for o in overrides if o.startswith("experiment=")] + own, hydra=True)  # the file's sweep
+    params = cfg.hydra.sweeper.params or {}
+    parsed = _parse([f"{k}={v}" for k, v in params.items()] + overrides, overrides)
+    (cells,) = BasicSweeper.split_arguments([o for o in parsed if not o.is_hydra_override()], max_batch_size=None)
+    return cells
+
+
+def _parse(lines: list[str], overrides: list[str]) -> list:
+    """Hydra's parsed `lines` (its `Override`s); a ConfigError naming the command line's `overrides`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    cfg = compose([o for o in overrides if o.startswith("experiment=")], hydra=True)  # the file's sweep
-    params = cfg.hydra.sweeper.params or {}
     try:
-        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+        return OverridesParser.create().parse_overrides(lines)
     except HydraException as err:
         raise ConfigError(f"cannot parse the overrides {' '.join(overrides)}: {err}") from err
-    (cells,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return cells
 
 
 class UncomposableError(ConfigError):
@@ -96,6 +107,9 @@ def compose(overrides: list[str], *, hydra: bool = False):
         raise ConfigError(f"cannot compose {' '.join(overrides) or 'the default config'}: {err}") from err
     except (ValueError, TypeError) as err:  # Hydra's internal checks, which `fishtune run` would print as a traceback
         raise UncomposableError(f"cannot compose {' '.join(overrides)}: {_group_hint(overrides) or err}") from err
+    except (AttributeError, AssertionError) as err:  # Hydra/OmegaConf failing inside, on a `hydra.*` override
+        raise UncomposableError(f"cannot compose {' '.join(overrides)}: "
+                                f"{_sweep_hint(overrides) or f'{type(err).__name__}: {first_line(err)}'}") from err
 
 
 def _group_hint(overrides: list[str]) -> str | None:
@@ -110,6 +124,16 @@ def _group_hint(overrides: list[str]) -> str | None:
             names = sorted(p.name.removesuffix(".yaml") for p in configs.joinpath(key).iterdir()
                            if p.name.endswith(".yaml"))
             return f"{override}: the config group {key} takes one of its files ({', '.join(names)}), not null"
+    return None
+
+
+def _sweep_hint(overrides: list[str]) -> str | None:
+    """For a `hydra.sweeper.params` override where no experiment file sets a sweep (Hydra cannot add
+    to its null sweep params): sweep on the command line instead."""
+    for override in overrides:
+        if override.lstrip("+~").startswith("hydra.sweeper.params"):
+            return (f"{override}: Hydra can only change the sweep params of an experiment file (experiment=NAME); "
+                    "without one, sweep on the command line (seed=1,2 task=mrpc,sst2)")
     return None
 
 
@@ -144,7 +168,7 @@ def runtime_of(train_cfg, forced: str | None) -> dict[str, str]:
 
 def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
     """Every cell of the sweep, with its run folder and the status of its record."""
-    from .config import run_dir, validate
+    from .config import check_run_folder_place, run_dir, validate
     from .lock import RunFolderBusy, check_unlocked
     from .record import RECORD_NAME, read_record, record_problem
 
@@ -153,15 +177,18 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
     for number, (cell, cfg) in enumerate(composed_cells(overrides)):
         try:
             validate(cfg)
+            folder = run_dir(cfg, runtime=runtime_of(cfg.train, runtime))
+            check_run_folder_place(cfg, folder)   # runs_root=a file: no run could write there
         except FishtuneError as err:
             raise ConfigError(f"{cell_name(number, cell, overrides)}: {err}") from None
-        folder = run_dir(cfg, runtime=runtime_of(cfg.train, runtime))
         try:
             record = read_record(folder / RECORD_NAME)
         except FishtuneError:
             record = {"status": "malformed"}
         else:
             if record is not None and record_problem(record):   # a run refuses it; the report lists it malformed
+                record = {"status": "malformed"}
+            elif record is None and (folder / RECORD_NAME).is_symlink():   # a broken link: cannot be read
                 record = {"status": "malformed"}
         status = (record or {}).get("status", "missing")
         if status == "running":
@@ -173,11 +200,21 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
         if record and status != "malformed" and _other_model(cfg, record, digests):
             status = "other-model"
         score = record.get("score") if record and status == "complete" else None
-        seconds = (record.get("time_s") or {}).get("total") if record and status == "complete" else None
+        seconds = _cell_seconds(record) if record and status == "complete" else None
         own = tuple(o for o in cell if o not in overrides)
         cells.append(Cell(own, folder, status, score, str(cfg.task.name), str(cfg.method.name),
                           cfg.mask.name != "none", seconds))
     return cells
+
+
+def _cell_seconds(record: dict) -> float | None:
+    """A complete record's `time_s.total` when it is a sane number of seconds (finite, from 0 to
+    `MAX_CELL_S`), else None: a damaged or hand-edited timing must not skew the time to go."""
+    timing = record.get("time_s")
+    total = timing.get("total") if isinstance(timing, dict) else None
+    if isinstance(total, bool) or not isinstance(total, (int, float)) or not 0 <= total <= MAX_CELL_S:
+        return None   # NaN fails the comparison too
+    return float(total)
 
 
 def _other_model(cfg: DictConfig, record: dict, digests: dict[str, str | None]) -> bool:

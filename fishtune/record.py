@@ -53,6 +53,9 @@ def read_record(path: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FishtuneError(f"cannot read run record {path}: {err}") from err
+    except RecursionError:   # JSON nested deeper than Python's recursion limit: no record of ours
+        raise FishtuneError(f"cannot read run record {path}: its JSON is nested too deeply; move it away "
+                            "(nothing was changed)") from None
     if not isinstance(record, dict):
         kind = "null" if record is None else "an array" if isinstance(record, list) else "a bare value"
         raise FishtuneError(f"{path} holds {kind}, not a fishtune run record (a JSON object); move it away "

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
-from .config import (check_train_size, comparable_config, comparison_digest, effective_max_train_samples, flatten,
-                     pair_vanilla_method, resolved_runtime, run_dir, validate)
+from .config import (check_run_folder_place, check_train_size, comparable_config, comparison_digest,
+                     effective_max_train_samples, flatten, pair_vanilla_method, resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
 from .errors import ConfigError, DivergedError, FishtuneError, Terminated, first_line
 from .fisher_cache import build_with_cache
@@ -74,6 +74,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     vanilla = pair_vanilla_method(cfg)   # a pair's vanilla cell, which the masked cells match
     runtime = resolved_runtime(cfg.train)
     folder = run_dir(cfg, runtime=runtime)
+    check_run_folder_place(cfg, folder)   # runs_root=a file: say so, not NotADirectoryError from the lock
     check_unlocked(folder)  # another live process writes there: stop now, touching nothing
     task = get_task(cfg.task.name)
     train_ex, eval_ex = _load_data(cfg, task)  # (seeded subsets: no global RNG) before a skip: it must be this data's

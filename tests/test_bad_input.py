@@ -352,6 +352,77 @@ def test_plan_names_the_cell_whose_config_is_refused(tmp_path: Path, capsys) -> 
     assert "mask=null: the config group mask takes one of its files" in err
 
 
+@pytest.mark.parametrize("timing", ["fast", [1, 2], {"total": float("nan")}, {"total": -3e9}, {"total": 1e308},
+                                    {"total": True}])
+def test_plan_estimates_from_sane_cell_times_only(timing, tmp_path: Path, capsys) -> None:
+    # a complete record with a damaged time_s still counts as complete; its time is left out of the estimate
+    from fishtune.plan import main as plan_main
+    from fishtune.plan import plan
+
+    sweep = [*TINY, f"runs_root={tmp_path}", "seed=1,2,3"]
+    cells = plan(sweep)
+    for cell, seconds in zip(cells, ({"total": 3600.0}, timing)):
+        cell.folder.mkdir(parents=True)
+        (cell.folder / "results.json").write_text(json.dumps({"status": "complete", "score": 80.0, "time_s": seconds}))
+    assert [(c.status, c.seconds) for c in plan(sweep)] == [("complete", 3600.0), ("complete", None), ("missing", None)]
+    assert plan_main(sweep) == 0
+    out = capsys.readouterr().out
+    assert "3 cells: 2 complete, 1 to run" in out and "  time to go: ~1.0 h of cell time" in out, out
+
+
+def test_a_sweep_params_override_is_planned_as_hydra_sweeps_it(cli, tmp_path: Path) -> None:
+    # Hydra merges it into the experiment file's sweep (its seed=1,2,3 becomes 1,2); with no file's
+    # sweep to change, Hydra fails inside (AttributeError): one line, for plan and run -m alike
+    from fishtune.plan import expand
+
+    cells = expand(["experiment=table3_cpu", "task=mrpc", "hydra.sweeper.params={seed:'1,2'}"])
+    assert len(cells) == 8 and {o for c in cells for o in c if o.startswith("seed=")} == {"seed=1", "seed=2"}
+    assert not any(o.startswith("hydra") for c in cells for o in c)
+    for command in (["plan"], ["run", "-m"], ["run"]):
+        for sweep in ("hydra.sweeper.params={seed:'1,2'}", "+hydra.sweeper.params.seed='1,2'"):
+            code, err = cli(*command, *TINY, f"runs_root={tmp_path}", sweep)
+            assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+            assert f"{sweep}: Hydra can only change the sweep params of an experiment file" in err, err
+    assert not (tmp_path / "mrpc").exists()
+
+
+@pytest.mark.parametrize("where", ["runs_root=afile", "output_dir=afile", "output_dir=afile/run"])
+def test_a_run_folder_below_a_file_is_refused_in_one_line(where: str, cli, tmp_path: Path) -> None:
+    # `fishtune run` could never write there: plan says so (exit 2), as run does (not NotADirectoryError)
+    (tmp_path / "afile").write_text("notes")
+    key = where.partition("=")[0]
+    for command, status in ((["plan"], 2), (["run"], 1)):
+        code, err = cli(*command, *TINY, where)
+        assert code == status and err.count("\n") == 1 and "Traceback" not in err, err
+        assert "afile" in err and ", not a folder; set " + key + " to a folder path" in err, err
+        assert ("is a file" if where == "output_dir=afile" else "would be below afile, which is a file") in err, err
+    assert (tmp_path / "afile").read_text() == "notes"
+
+
+def _plan_record(tmp_path: Path, write) -> str:
+    """The plan status of the TINY cell whose results.json `write(path)` made."""
+    from fishtune.plan import plan
+
+    (cell,) = plan([*TINY, f"runs_root={tmp_path / 'runs'}"])
+    cell.folder.mkdir(parents=True)
+    write(cell.folder / "results.json")
+    return _plan_status(tmp_path)
+
+
+def test_a_deeply_nested_record_is_malformed_not_a_recursion_error(tmp_path: Path) -> None:
+    from fishtune.errors import FishtuneError
+    from fishtune.record import read_record
+
+    assert _plan_record(tmp_path, lambda path: path.write_text("[" * 100_000)) == "malformed"
+    (path,) = (tmp_path / "runs").rglob("results.json")
+    with pytest.raises(FishtuneError, match=f"cannot read run record {path}: its JSON is nested too deeply"):
+        read_record(path)
+
+
+def test_a_broken_link_for_a_record_is_malformed_not_missing(tmp_path: Path) -> None:
+    assert _plan_record(tmp_path, lambda path: path.symlink_to(path.parent / "gone.json")) == "malformed"
+
+
 def test_an_interrupt_before_the_run_folder_says_there_is_nothing_to_resume(run_cli, tmp_path: Path, monkeypatch,
                                                                              capsys) -> None:
     from fishtune import runner
