@@ -356,7 +356,7 @@ def test_make_reproduce_cpu_runs_every_cpu_experiment_then_reports() -> None:
 
 def test_snapshot_copies_only_complete_records_of_real_models(tmp_path: Path) -> None:
     source, dest = tmp_path / "runs", tmp_path / "study"
-    for name, rec in (("ok", {"status": "complete", "model": "m", "task": "rte", "score": 60.0}),
+    for name, rec in (("ok", complete_record(model="m", task="rte", score=60.0)),
                       ("failed", {"status": "failed", "model": "m", "task": "rte"}),
                       ("no-score", {"status": "complete", "model": "m", "task": "rte"}),
                       ("tiny", {"status": "complete", "model": "tiny-bert", "task": "rte", "test_model": True}),
