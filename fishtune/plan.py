@@ -103,8 +103,9 @@ def compose(overrides: list[str], *, hydra: bool = False):
     try:
         with initialize_config_module(config_module="fishtune.configs", version_base="1.3"):
             return hydra_compose(config_name="run", overrides=list(overrides), return_hydra_config=hydra)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"cannot compose {' '.join(overrides) or 'the default config'}: {err}") from err
+    except (HydraException, OmegaConfBaseException) as err:   # Hydra's lines (a list of options) as one
+        reason = " ".join(str(err).partition("Config search path:")[0].split())
+        raise ConfigError(f"cannot compose {' '.join(overrides) or 'the default config'}: {reason}") from err
     except (ValueError, TypeError) as err:  # Hydra's internal checks, which `fishtune run` would print as a traceback
         raise UncomposableError(f"cannot compose {' '.join(overrides)}: {_group_hint(overrides) or err}") from err
     except (AttributeError, AssertionError) as err:  # Hydra/OmegaConf failing inside, on a `hydra.*` override
@@ -187,8 +188,6 @@ def plan(overrides: list[str], *, runtime: str | None = None) -> list[Cell]:
             record = {"status": "malformed"}
         else:
             if record is not None and record_problem(record):   # a run refuses it; the report lists it malformed
-                record = {"status": "malformed"}
-            elif record is None and (folder / RECORD_NAME).is_symlink():   # a broken link: cannot be read
                 record = {"status": "malformed"}
         status = (record or {}).get("status", "missing")
         if status == "running":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import resource
 from importlib import metadata
@@ -46,8 +47,12 @@ class RunRecord:
 
 def read_record(path: Path) -> dict[str, Any] | None:
     """The record at `path`, or None if there is none; a damaged one (or JSON that is not an object)
-    is an error naming the file."""
+    is an error naming the file, and so is a link to nothing (not "no record": a run would write
+    through it)."""
     if not path.exists():
+        if path.is_symlink():
+            raise FishtuneError(f"cannot read run record {path}: it is a link to {os.readlink(path)}, which does "
+                                "not exist; move it away (nothing was changed)")
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))

@@ -423,8 +423,23 @@ def test_a_deeply_nested_record_is_malformed_not_a_recursion_error(tmp_path: Pat
         read_record(path)
 
 
-def test_a_broken_link_for_a_record_is_malformed_not_missing(tmp_path: Path) -> None:
-    assert _plan_record(tmp_path, lambda path: path.symlink_to(path.parent / "gone.json")) == "malformed"
+def test_a_broken_link_for_a_record_is_malformed_not_missing(run_cli, tmp_path: Path, capsys) -> None:
+    assert run_cli() == 0
+    (record,) = (tmp_path / "runs").rglob("results.json")
+    record.unlink()
+    record.symlink_to(record.parent / "gone.json")
+    assert _plan_status(tmp_path) == "malformed"
+    assert run_cli() == 1   # a run does not write through it as if there were no record
+    assert f"cannot read run record {record}: it is a link to " in capsys.readouterr().err
+    assert record.is_symlink() and not (record.parent / "gone.json").exists()
+
+
+def test_plan_gives_hydras_missing_option_in_one_line(capsys) -> None:
+    from fishtune.plan import main as plan_main
+
+    assert plan_main(["task=nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Available options in 'task': cola mnli mrpc" in err and "search path" not in err
 
 
 def test_an_interrupt_before_the_run_folder_says_there_is_nothing_to_resume(run_cli, tmp_path: Path, monkeypatch,

@@ -946,3 +946,15 @@ def test_a_name_with_a_line_break_or_bar_stays_in_its_markdown_cell() -> None:
 
     frame = pd.DataFrame({"a|b": ["x\ny|z"]}, index=pd.Index(["r\n1"], name="row"))
     assert to_markdown(frame) == "| row | a\\|b |\n|---|---|\n| r 1 | x y\\|z |\n"
+
+
+def test_a_record_that_links_to_nothing_is_listed_malformed_not_left_out(tmp_path: Path) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "tables"
+    for seed in (1, 2):
+        _record(runs, task="rte", mask="fish", seed=seed, score=70.0 + seed)
+    link = _record(runs, task="rte", mask="fish", seed=3, score=72.0) / "results.json"
+    link.unlink()
+    link.symlink_to(link.parent / "gone.json")   # pathlib's rglob passes over it
+    assert _report(runs, out) == 0
+    status = _csv(out, "runs_status")
+    assert status.loc["rte/minilm-l6/lora-r16/fish/seed3", "status"] == "malformed"

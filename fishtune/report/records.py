@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
     """
     root = Path(root)
     rows, others, listing = [], [], []
-    for path in sorted(root.rglob("results.json")):
+    for path in _record_paths(root):
         rel = str(path.parent.relative_to(root))
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
@@ -132,6 +133,17 @@ def scan_records(root: str | Path, *, include_test_models: bool = False) -> Reco
 
 
 _NAMES = ("task", "model", "method_tag", "mask_tag")
+
+
+def _record_paths(root: Path) -> list[Path]:
+    """Every `results.json` below `root`, with the links to nothing that `rglob` passes over: each is a
+    record that cannot be read, listed as malformed, not silently absent."""
+    found = set(root.rglob("results.json"))
+    for folder, _, files in os.walk(root):
+        path = Path(folder) / "results.json"
+        if "results.json" in files and path.is_symlink() and not path.exists():
+            found.add(path)
+    return sorted(found)
 
 
 def _text(value: object) -> str | None:
