@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .errors import ConfigError, first_line
 from .keys import Key, anything, check_section, choice, flag, integer, number, optional, text
 
+SEED_MAX = 2**63 - 1   # what a record holds as an integer (`report.schema.COUNT_RANGE`)
+
 # Keys that change how a run is executed or logged, not what it computes: they are left out
 # of the run-folder digest, so resuming with e.g. train.resume=false reaches the same folder.
 _DIGEST_EXCLUDE = {
@@ -101,7 +103,7 @@ def validate(cfg: DictConfig) -> None:
                                     ("train", TRAIN_KEYS, True), ("data", DATA_KEYS, True)):
         check_section(values[section], keys, section, required=required)
     check_section({k: values.get(k) for k in ("seed", "output_dir", "runs_root")},
-                  {"seed": integer(0), "output_dir": optional(text()), "runs_root": text()}, "config")
+                  {"seed": integer(0, SEED_MAX), "output_dir": optional(text()), "runs_root": text()}, "config")
     _check_tiny(values["model"])
     get_task(values["task"]["name"])
     validate_method(cfg.method)  # the method registry's schema: unknown keys and bad values, one line

@@ -26,8 +26,11 @@ class Key:
     expect: str
 
 
-def integer(low: int) -> Key:
-    return Key(lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
+def integer(low: int, high: int | None = None) -> Key:
+    """An integer (not a bool) >= `low` and, given `high`, <= `high`."""
+    if high is None:
+        return Key(lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
+    return Key(lambda v: _is_int(v) and low <= v <= high, f"an integer in [{low}, {high}]")
 
 
 def number(low: float, *, inclusive: bool = False, high: float | None = None, high_inclusive: bool = False) -> Key:

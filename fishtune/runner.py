@@ -74,6 +74,16 @@ def run_experiment(cfg: DictConfig) -> dict:
     vanilla = pair_vanilla_method(cfg)   # a pair's vanilla cell, which the masked cells match
     runtime = resolved_runtime(cfg.train)
     folder = run_dir(cfg, runtime=runtime)
+    try:
+        return _run_in(cfg, vanilla, runtime, folder)
+    except KeyboardInterrupt as err:   # before the folder is ours (loading data or the model): what is there stays
+        if getattr(err, "run_folder", None) is None and (folder / RECORD_NAME).exists():
+            err.run_folder = str(folder)   # a rerun resumes (or skips) it (`fishtune.cli`)
+        raise
+
+
+def _run_in(cfg: DictConfig, vanilla: DictConfig | None, runtime: dict[str, str], folder: Path) -> dict:
+    """`run_experiment` once its run folder is named."""
     check_run_folder_place(cfg, folder)   # runs_root=a file: say so, not NotADirectoryError from the lock
     check_unlocked(folder)  # another live process writes there: stop now, touching nothing
     task = get_task(cfg.task.name)

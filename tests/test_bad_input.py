@@ -64,7 +64,8 @@ CASES = [
     (["train.epochs=abc"], ["train.epochs", "an integer >= 1", "'abc'"]),
     (["train.epochs=1.5"], ["train.epochs", "an integer >= 1"]),
     (["train.lr=abc"], ["train.lr", "a finite number > 0"]),
-    (["seed=x"], ["seed", "an integer >= 0"]),
+    (["seed=x"], ["seed", "an integer in [0, "]),
+    (["seed=9223372036854775808"], ["seed", "an integer in [0, 9223372036854775807]"]),   # past what a record holds
     (["mask=fish", "mask.keep=abc"], ["mask.keep", "whole number"]),
     (["mask=fish", "mask.seed=abc"], ["mask.seed", "an integer"]),
     (["mask=fish", "mask.head_in_budget=abc"], ["mask.head_in_budget", "true or false"]),
@@ -457,3 +458,10 @@ def test_an_interrupt_before_the_run_folder_says_there_is_nothing_to_resume(run_
     assert not list(tmp_path.rglob("results.json"))
     assert run_cli("-m", "seed=1,2") == 130   # a sweep: earlier cells may have run
     assert "complete cells are skipped, started ones resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert run_cli() == 0   # a folder with a record: interrupted while its rerun loads the model, it is named
+    (record,) = tmp_path.rglob("results.json")
+    record.write_text(record.read_text().replace('"status": "complete"', '"status": "interrupted"'))
+    monkeypatch.setattr(runner, "load_model", interrupted)
+    assert run_cli() == 130
+    assert f"rerun the same command to resume {record.parent} from its last checkpoint" in capsys.readouterr().err

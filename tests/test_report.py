@@ -924,7 +924,18 @@ def test_a_failed_report_leaves_the_last_one_whole(tmp_path: Path, monkeypatch, 
     assert _report(runs, out) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no staging folder left
+    fresh = tmp_path / "fresh"
+    assert _report(runs, fresh) == 2 and not fresh.exists()   # no empty --out left behind
+
+    def interrupted_at_table5(path, text):   # Ctrl-C, or SIGTERM (raised as KeyboardInterrupt while reporting)
+        if path.name.startswith("table5"):
+            raise KeyboardInterrupt
+        write(path, text)
+
+    monkeypatch.setattr(render, "atomic_write_text", interrupted_at_table5)
+    with pytest.raises(KeyboardInterrupt):
+        _report(runs, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # the staging folder is gone too
     monkeypatch.undo()
     assert _report(runs, out) == 0 and "77.67 ± 10.69 (n=3)" in (out / "table1.md").read_text()
 

@@ -10,8 +10,9 @@ The same records always give byte-identical files, and rerunning into the same -
 the files a fresh folder would get: a figure whose config or task is gone from the records is deleted
 (only the report's own convergence_/mask_anatomy_/mask_sites_/ablation_ PNG and PDF files; --no-figures touches no
 figure). The table files have fixed names and are always rewritten. Everything is written into a
-hidden folder beside --out first and moved into --out only once the whole report is made: a report
-that fails (a disk error, a bug) leaves --out as it was, never old tables beside new ones.
+hidden folder inside --out first (`.report-*`, so the moves are renames even where --out is a mount
+point) and moved into place only once the whole report is made: a report that fails (a disk error, a
+bug, Ctrl-C or SIGTERM) leaves --out as it was, never old tables beside new ones.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..atomic import atomic_write_text
@@ -122,12 +127,21 @@ def _main(argv: list[str]) -> int:
         print(f"fishtune report: error: no complete runs under {runs_root} (matching the filters); every record "
               f"and its status above; nothing written to {out}", file=sys.stderr)
         return 1
-    stage = _stage_beside(out)
+    created = not out.exists()
+    stage = _stage_in(out)
     try:
-        figures = _write_report(args, stage, runs, others, status_csv, status_md, table6_task)
-        written = _move_into(stage, out)
-    finally:
+        with _sigterm_as_interrupt():
+            figures = _write_report(args, stage, runs, others, status_csv, status_md, table6_task)
+            written = _move_into(stage, out)
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        if created:   # leave no empty --out behind
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
     if not args.no_figures:
         for path in remove_stale_figures(out, [out / p.name for p in figures]):
             log.info("removed %s (no longer made from these records)", path)
@@ -138,20 +152,38 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def _stage_beside(out: Path) -> Path:
-    """A fresh hidden folder beside `out` (same file system: moving a file from it is a rename)."""
-    parent = out.resolve().parent
+def _stage_in(out: Path) -> Path:
+    """A fresh hidden folder inside `out` (created if need be): moving a file from it is a rename, on
+    the same file system whatever is mounted where."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.report-", dir=parent))
+        out.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     except OSError as err:
-        raise FishtuneError(f"cannot write beside --out {out}: {err.strerror or err}") from None
+        raise FishtuneError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a job's time limit) raises KeyboardInterrupt while the report is made, so the
+    staging folder is removed as on Ctrl-C; only in the main thread, and only over the default handler."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _move_into(stage: Path, out: Path) -> list[Path]:
     """Every file of the finished report from `stage` into `out`, each by one rename."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
         moved = []
         for path in sorted(stage.iterdir()):
             os.replace(path, out / path.name)
