@@ -13,12 +13,9 @@ import copy
 import functools
 import logging
 import shutil
-import signal
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,7 +28,7 @@ from .batching import Encoded, encode
 from .config import (check_run_folder_place, check_train_size, comparable_config, comparison_digest,
                      effective_max_train_samples, flatten, pair_vanilla_method, resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
-from .errors import ConfigError, DivergedError, FishtuneError, Terminated, first_line
+from .errors import ConfigError, DivergedError, FishtuneError, first_line, sigterm_interrupts
 from .fisher_cache import build_with_cache
 from .fishmask import FishMask
 from .frozen import count_changed
@@ -115,7 +112,7 @@ def _run_in(cfg: DictConfig, vanilla: DictConfig | None, runtime: dict[str, str]
     keep = None if cfg.mask.name == "none" else mask_budget(cfg.mask, method_total=method_total, head_total=head_total,
                                                               matched=matched)
 
-    with RunFolderLock(folder), _sigterm_interrupts():  # one writer per run folder, first write to last
+    with RunFolderLock(folder), sigterm_interrupts():  # one writer per run folder, first write to last
         existing = _read_own_record(cfg, runtime, folder, data, legacy=legacy,  # as it is now that the folder is ours
                                     model_files=model_files, revision=loaded.revision)
         if existing and existing.get("status") == "complete" and cfg.train.resume:
@@ -123,28 +120,6 @@ def _run_in(cfg: DictConfig, vanilla: DictConfig | None, runtime: dict[str, str]
         return _run_locked(cfg, runtime, folder, existing, data, task, loaded, setup, train_ex, eval_ex,
                            method_total, head_total, keep, device, autocast, backbone=model_total - head_total,
                            model_files=model_files)
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While a run writes its folder, SIGTERM raises `Terminated` (a KeyboardInterrupt), so the
-    record ends `interrupted`, not `running`, and the process exits 143 (`fishtune.cli`). SLURM
-    sends SIGTERM before it kills a preempted or timed-out job; the last checkpoint (every
-    `train.checkpoint_every` steps and at each epoch end) is where a rerun resumes. A handler someone
-    else installed (submitit's, for requeueing) is left alone, as is any thread but the main one."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def terminate(signum: int, frame) -> None:
-        raise Terminated(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _digests(train_ex: list[Example], eval_ex: dict[str, list[Example]], *, legacy: bool = False) -> dict[str, str]:

@@ -21,16 +21,12 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..errors import FishtuneError
+from ..errors import FishtuneError, Terminated, sigterm_interrupts
 from .ablation import ablation_figures, ablation_paired, ablation_table
 from .anatomy import anatomy_figures, anatomy_table, run_shares, site_figures, site_share_table
 from .cells import CELL_NOTE, with_labels
@@ -66,6 +62,10 @@ def main(argv: list[str]) -> int:
     except FishtuneError as err:  # e.g. --out is a file, or the disk is full: one line
         print(f"fishtune report: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (errors.Terminated) while the report was made
+        print(f"fishtune report: {'terminated (SIGTERM)' if isinstance(err, Terminated) else 'interrupted'}; "
+              "--out keeps its last report", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
 
 
 def _main(argv: list[str]) -> int:
@@ -130,7 +130,7 @@ def _main(argv: list[str]) -> int:
     created = not out.exists()
     stage = _stage_in(out)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_interrupts():
             figures = _write_report(args, stage, runs, others, status_csv, status_md, table6_task)
             written = _move_into(stage, out)
     except BaseException:
@@ -160,25 +160,6 @@ def _stage_in(out: Path) -> Path:
         return Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     except OSError as err:
         raise FishtuneError(f"cannot write {out}: {err.strerror or err}") from None
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`kill`, a job's time limit) raises KeyboardInterrupt while the report is made, so the
-    staging folder is removed as on Ctrl-C; only in the main thread, and only over the default handler."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def interrupt(signum: int, frame) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _move_into(stage: Path, out: Path) -> list[Path]:
