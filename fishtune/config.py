@@ -338,6 +338,34 @@ def _not_a_folder(folder: Path) -> Path | None:
     return None
 
 
+def load_run_config(path: Path) -> DictConfig:
+    """A run folder's resolved `config.yaml` as `fishtune export` rebuilds the run from it: a mapping
+    with model, task and method sections and an integer seed. Anything else is a `ConfigError` whose
+    message is the reason alone ("missing", "cannot be read (...)", ...), for the caller to place."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("missing") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot be read ({first_line(err)})") from None
+    try:
+        cfg = OmegaConf.create(text)
+    except (ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError(f"cannot be read ({first_line(err)})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError("not a YAML mapping")
+    if not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "task", "method")):
+        raise ConfigError("it has no model, task and method sections")
+    try:
+        int(cfg.seed)  # read now: a missing or bad seed is this error, not a traceback later
+    except (ValueError, TypeError, OmegaConfBaseException) as err:
+        raise ConfigError(f"it has no integer seed ({first_line(err)})") from None
+    return cfg
+
+
 def flatten(data: dict, prefix: str = "") -> dict:
     """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3} (lists stay values)."""
     flat: dict = {}

@@ -20,13 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from .atomic import plain_modes
-from .errors import FishtuneError, first_line
+from .config import load_run_config
+from .errors import ConfigError, FishtuneError, first_line
 from .record import RECORD_NAME, read_record
 
 ADAPTER_DIR = "adapter"
@@ -41,12 +40,9 @@ def run_config(run_dir: Path) -> tuple[DictConfig, dict]:
     if record.get("status") != "complete":
         raise FishtuneError(f"run {run_dir} is {record.get('status')}, not complete; finish it first")
     try:
-        cfg = OmegaConf.load(run_dir / "config.yaml")
-        if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "task", "method")):
-            raise ValueError("it has no model, task and method sections")
-        int(cfg.seed)  # read now: a missing or bad seed is this error, not a traceback later
-    except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as err:
-        raise FishtuneError(f"{run_dir / 'config.yaml'} cannot be read as a run config: {first_line(err)}") from None
+        cfg = load_run_config(run_dir / "config.yaml")
+    except ConfigError as err:
+        raise FishtuneError(f"{run_dir / 'config.yaml'} cannot be read as a run config: {err}") from None
     if record.get("model_revision"):  # a Hub model: the snapshot the run trained on, wherever `main` is now
         with open_dict(cfg.model):
             cfg.model.revision = record["model_revision"]

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .atomic import atomic_write, atomic_write_text
 from .batching import Encoded, encode
-from .config import (check_run_folder_place, check_train_size, comparable_config, comparison_digest,
+from .config import (check_run_folder_place, check_train_size, comparable_config, comparison_digest, load_run_config,
                      effective_max_train_samples, flatten, pair_vanilla_method, resolved_runtime, run_dir, validate)
 from .data import DEFAULT_GLUE_DIR, Example, examples_digest, load_split
 from .errors import ConfigError, DivergedError, FishtuneError, first_line, sigterm_interrupts
@@ -215,16 +215,12 @@ def _skipped(folder: Path, existing: dict) -> dict:
 
 
 def _config_file_problem(path: Path) -> str | None:
-    """Why a complete run's `config.yaml` cannot be read back as a mapping (missing, not YAML), or None."""
-    import yaml
-
+    """Why `fishtune export` could not rebuild a complete run from its `config.yaml`, or None."""
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "missing"
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        return f"cannot be read ({first_line(err)})"
-    return None if isinstance(loaded, dict) else "not a YAML mapping"
+        load_run_config(path)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def _run_locked(cfg: DictConfig, runtime: dict[str, str], folder: Path, existing: dict | None,

@@ -44,6 +44,9 @@ def test_rerun_of_a_complete_run_is_skipped(run_cli, tmp_path: Path, capsys) -> 
     config.write_text("model: [unclosed\n")
     assert run_cli() == 0
     assert f"{config}: cannot be read (" in capsys.readouterr().err
+    config.write_text("seed: 1\n")   # YAML, but not a config export could rebuild the run from
+    assert run_cli() == 0
+    assert f"{config}: it has no model, task and method sections" in capsys.readouterr().err
     config.unlink()
     assert run_cli() == 0
     assert f"{config}: missing; the record stands, but `fishtune export` needs that file" in capsys.readouterr().err

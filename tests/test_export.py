@@ -200,3 +200,22 @@ def test_adapter_export_and_merged_files_get_the_umask_mode(runs, tmp_path: Path
     files = [*(runs["lora"] / "adapter").iterdir(), *(tmp_path / "copy").iterdir(), *(tmp_path / "merged").iterdir()]
     assert {"adapter_model.safetensors", "model.safetensors"} <= {f.name for f in files}
     assert {str(f): oct(f.stat().st_mode & 0o777) for f in files} == {str(f): oct(mode) for f in files}
+
+
+@pytest.mark.parametrize("text,reason", [("model: [unclosed\n", "cannot be read ("), ("- 1\n", "not a YAML mapping"),
+                                         ("seed: 1\n", "no model, task and method sections"),
+                                         ("model: {}\ntask: {}\nmethod: {}\nseed: one\n", "no integer seed"),
+                                         ("model: {}\ntask: {}\nmethod: {}\n", "no integer seed")])
+def test_a_run_config_that_cannot_rebuild_the_run_says_why(tmp_path: Path, text: str, reason: str) -> None:
+    from fishtune.config import load_run_config
+    from fishtune.errors import ConfigError
+
+    path = tmp_path / "config.yaml"
+    with pytest.raises(ConfigError, match="missing"):
+        load_run_config(path)
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_run_config(path)
+    assert reason in str(caught.value) and "\n" not in str(caught.value)
+    path.write_text("model: {}\ntask: {}\nmethod: {}\nseed: 3\n")
+    assert int(load_run_config(path).seed) == 3
