@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .masking import as_int
+from .masking import flat_scores
 
 
 class Pair(Protocol):
@@ -75,24 +75,16 @@ def dead_entries(mask: Mapping[str, Tensor], pairs: Sequence[Pair], initial: Map
 def select_live(scores: Mapping[str, Tensor], *, keep: int, strategy: str, seed: int, pairs: Sequence[Pair],
                 initial: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Exactly `keep` entries, none of them dead (module docstring); global scope only."""
-    names = sorted(scores)
-    sizes = [scores[n].numel() for n in names]
+    if strategy not in ("fish", "reverse", "random"):
+        raise ConfigError(f"mask strategy must be fish, reverse or random, got {strategy!r}")
+    names, sizes, keep, flat = flat_scores(scores, keep, finite=strategy != "random")
     offsets = dict(zip(names, np.cumsum([0, *sizes[:-1]]).tolist()))
-    total = sum(sizes)
-    k = as_int(keep)
-    if k is None or not 0 < k <= total:
-        raise ConfigError(f"mask keep must be an integer in [1, {total}] (the entries scored), got {keep!r}")
-    keep = k
-    flat = torch.cat([scores[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
+    total = flat.numel()
     if strategy == "random":
         order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    elif strategy in ("fish", "reverse"):
-        if not torch.isfinite(flat).all():
-            raise ConfigError("mask scores contain NaN or infinite values")
+    else:
         order = torch.sort(flat, descending=True, stable=True).indices
         order = order if strategy == "fish" else order.flip(0)
-    else:
-        raise ConfigError(f"mask strategy must be fish, reverse or random, got {strategy!r}")
 
     # comp_of_down[i]: the component whose up column gates flat entry i (-1: free);
     # comp_of_up[i]: the component whose column flat entry i belongs to (-1: not a zero column).

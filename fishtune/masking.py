@@ -50,17 +50,8 @@ def select_mask(
         raise ConfigError(f"mask strategy must be one of {STRATEGIES}, got {strategy!r}")
     if scope not in SCOPES:
         raise ConfigError(f"mask scope must be one of {SCOPES}, got {scope!r}")
-    names = sorted(scores)
-    sizes = [scores[n].numel() for n in names]
-    total = sum(sizes)
-    k = as_int(keep)
-    if k is None or not 0 < k <= total:
-        raise ConfigError(f"mask keep must be an integer in [1, {total}] (the entries scored), got {keep!r}")
-    keep = k
-    flat = torch.cat([scores[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
-    if strategy != "random" and not torch.isfinite(flat).all():
-        raise ConfigError("mask scores contain NaN or infinite values")
-
+    names, sizes, keep, flat = flat_scores(scores, keep, finite=strategy != "random")
+    total = flat.numel()
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.zeros(total, dtype=torch.bool)
     if scope == "global":
@@ -70,6 +61,22 @@ def select_mask(
             part[_choose(part_scores, quota, strategy, generator)] = True  # `part` is a view of `chosen`
     masks = dict(zip(names, (c.reshape(scores[n].shape) for n, c in zip(names, chosen.split(sizes)))))
     return {n: masks[n] for n in scores}
+
+
+def flat_scores(scores: Mapping[str, Tensor], keep: object, *,
+                finite: bool) -> tuple[list[str], list[int], int, Tensor]:
+    """The scores as one float64 vector on the CPU, tensors in sorted-name order, with those names, their
+    sizes and `keep` checked to be an integer in [1, total] (and, if `finite`, every score finite)."""
+    names = sorted(scores)
+    sizes = [scores[n].numel() for n in names]
+    total = sum(sizes)
+    k = as_int(keep)
+    if k is None or not 0 < k <= total:
+        raise ConfigError(f"mask keep must be an integer in [1, {total}] (the entries scored), got {keep!r}")
+    flat = torch.cat([scores[n].detach().reshape(-1).to("cpu", torch.float64) for n in names])
+    if finite and not torch.isfinite(flat).all():
+        raise ConfigError("mask scores contain NaN or infinite values")
+    return names, sizes, k, flat
 
 
 def as_int(value: object) -> int | None:
