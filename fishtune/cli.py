@@ -7,6 +7,7 @@ the exit status says whether every cell completed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -119,20 +120,19 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     if multirun and not checked and (problem := _bad_cell(rest)):
         print(f"fishtune: error: {problem}", file=sys.stderr)
         return 2
-    if not multirun and (problem := _uncomposable(rest)):
-        print(f"fishtune: error: {problem}", file=sys.stderr)
-        return 2
     if not multirun and any(a.startswith("experiment=") for a in args):
         print("fishtune: note: an experiment file's grid runs with -m; without it this is one cell, the file's "
               "base config", file=sys.stderr)
     try:
-        app()
+        with _hydra_raises():
+            app()
     except SystemExit as exit_:  # Hydra exits 1 on a composition error after printing it
         if exit_.code not in (0, None):
             return int(exit_.code) if isinstance(exit_.code, int) else 1
-    except ValueError as err:  # Hydra's own argument checks, e.g. `-m` together with `--cfg`
-        print(f"fishtune: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:  # Hydra's own error (composing, parsing an override), raised rather than printed
+        message, code = _hydra_error(err, rest)
+        print(f"fishtune: error: {message}", file=sys.stderr)
+        return code
     finally:
         remote = _collect_outcomes(elsewhere)
     return _summarise(OUTCOMES + remote, multirun=bool(multirun), elsewhere=len(remote))
@@ -179,21 +179,48 @@ def _bad_cell(overrides: list[str]) -> str | None:
     return None
 
 
-def _uncomposable(overrides: list[str]) -> str | None:
-    """One run's composition error that Hydra would print as a whole traceback (`mask=null`), as one
-    line; None when it composes or when Hydra reports the error itself (a grammar or override error)."""
-    from .errors import FishtuneError
+@contextlib.contextmanager
+def _hydra_raises():
+    """Hydra raises, rather than prints, an error of its own while this is on (`HYDRA_FULL_ERROR`): a
+    composition error that Hydra would print with its whole traceback (`mask=null`), or a parse error
+    over several lines, then reaches `_hydra_error`, which says it in one line. `_run_job` catches
+    every error of a run itself, so those never get here."""
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
+
+
+def _hydra_error(err: Exception, overrides: list[str]) -> tuple[str, int]:
+    """An error Hydra raised, in one line, and the exit status: Hydra's own message (with
+    the config error that caused it; 1, as Hydra exits), or for a bare ValueError/TypeError from inside
+    Hydra (`mask=null`) what `plan.compose` says of the same overrides, which names the config group
+    and its files (2, a usage error)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .errors import FishtuneError, first_line
     from .plan import UncomposableError, compose
 
-    if any(a.startswith("-") for a in overrides):
-        return None
-    try:
-        compose(overrides)
-    except UncomposableError as err:
-        return str(err)
-    except FishtuneError:
-        return None
-    return None
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        cause = f": {first_line(err.__cause__)}" if isinstance(err.__cause__, OmegaConfBaseException) else ""
+        return " ".join(str(err).partition("Config search path:")[0].split()) + cause, 1
+    if isinstance(err, (ValueError, TypeError, AttributeError, AssertionError)) and not any(
+            a.startswith("-") for a in overrides):
+        try:
+            compose(overrides)
+        except UncomposableError as composed:
+            return str(composed), 2
+        except FishtuneError:
+            pass
+    if isinstance(err, ValueError):   # Hydra's own argument checks, e.g. `-m` together with `--cfg`
+        return first_line(err), 2
+    return f"{type(err).__name__}: {first_line(err)}", 1
 
 
 def _outcome_folder():
@@ -256,7 +283,8 @@ def _run_job(cfg) -> str:
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a bug or an environment problem: the traceback is in the run folder, if any
-        print(f"fishtune: error: {type(err).__name__}: {err} ({_where_traceback(err)})", file=sys.stderr)
+        print(f"fishtune: error: {type(err).__name__}: {' '.join(str(err).split())} ({_where_traceback(err)})",
+              file=sys.stderr)
         status = "failed"
     OUTCOMES.append(status)
     _report_outcome(status)

@@ -82,7 +82,10 @@ def validate(cfg: DictConfig) -> None:
     from .methods import method_config, validate_method
     from .tasks import get_task
 
-    keep_match = cfg.mask.get("keep_match") if cfg.mask.get("name") != "none" else None
+    mask = cfg.get("mask")
+    if not isinstance(mask, DictConfig):
+        raise ConfigError("the config needs the sections model, task, method, mask, train and data")
+    keep_match = mask.get("keep_match") if mask.get("name") != "none" else None
     matched = None
     if keep_match is not None:   # first: the mask tag interpolates it, so resolving would fail on it
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,7 @@ CASES = [
     (["~train.batch_size"], ["train.batch_size is missing"]),
     (["~data.source"], ["data.source is missing"]),
     (["~task.name"], ["task.name is missing"]),
+    (["~mask"], ["the config needs the sections", "mask"]),      # read before the others: was a ConfigAttributeError
     (["train.max_seq_length=1000"], ["train.max_seq_length=1000", "514 positions"]),   # before anything is written
     # a config group set to null: Hydra raises a bare ValueError, which it would print with 20 lines of its frames
     (["mask=null"], ["mask=null", "config group mask", "fish, fish_live, none, random, reverse"]),
@@ -105,6 +107,27 @@ def test_bad_input_gives_one_clear_error(overrides: list[str], words: list[str],
     for word in words:
         assert word in err, f"{word!r} not in: {err}"
     assert not (tmp_path / "results" / "runs").exists() or not list((tmp_path / "results").rglob("results.json"))
+
+
+HYDRA_ERRORS = [   # Hydra's own errors: raised to `fishtune run` and said in one line
+    (["mask=nosuch"], ["Could not find 'mask/nosuch'", "fish fish_live none random reverse"]),
+    (["foo=1"], ["Could not override 'foo'", "+foo=1"]),
+    (["train.lr=[1"], ["no viable alternative at input '[1'"]),
+    (["hydra.job.chdir=maybe"], ["hydra.job.chdir=maybe", "not a valid bool"]),
+    (["hydra/launcher=nosuch"], ["Could not find 'hydra/launcher/nosuch'", "joblib"]),
+    (["mask=null"], ["mask=null", "config group mask"]),
+    (["-m", "mask=nosuch"], ["Could not find 'mask/nosuch'"]),           # a sweep's, too
+    (["-m", "seed=1,2", "train.lr=[1"], ["no viable alternative at input '[1'"]),
+]
+
+
+@pytest.mark.parametrize("overrides,words", HYDRA_ERRORS, ids=[" ".join(c[0]) for c in HYDRA_ERRORS])
+def test_hydra_errors_of_one_run_are_one_line(overrides: list[str], words: list[str], cli, monkeypatch) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code, err = cli("run", *TINY, *overrides)
+    assert code in (1, 2) and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("fishtune: error: ") and all(word in err for word in words), err
+    assert "HYDRA_FULL_ERROR" not in os.environ   # set only while Hydra runs
 
 
 @pytest.mark.parametrize("content,words", [
