@@ -113,9 +113,7 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     OUTCOMES.clear()
     elsewhere = _outcome_folder() if multirun else None
     report = [f"++hydra.job.env_set.{OUTCOME_ENV}='{os.getpid()}:{elsewhere}'"] if elsewhere else []
-    # The override goes first: argparse takes the overrides as one positional list, which must not
-    # come after flags such as `--cfg job`.
-    sys.argv = ["fishtune run", *multirun, *report, *rest]
+    sys.argv = ["fishtune run", *multirun, *_overrides_then_flags(rest, report)]
     app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
     if multirun and not checked and (problem := _bad_cell(rest)):
         print(f"fishtune: error: {problem}", file=sys.stderr)
@@ -136,6 +134,32 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     finally:
         remote = _collect_outcomes(elsewhere)
     return _summarise(OUTCOMES + remote, multirun=bool(multirun), elsewhere=len(remote))
+
+
+# Hydra's flags that take a value (`--config-dir DIR`), and the values `--info` may take (it needs none).
+_HYDRA_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                                "--config-dir", "-cd", "--experimental-rerun"})
+_HYDRA_INFO = ("--info", "-i"), frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})
+
+
+def _overrides_then_flags(args: list[str], extra: list[str]) -> list[str]:
+    """`args` for Hydra's argparse, the `extra` overrides and the user's first, then Hydra's flags with
+    their values: argparse takes the overrides as one positional list, so a flag between them
+    (`seed=1,2 --config-dir DIR task=x`, or fishtune's own override before `--cfg job`) would leave
+    the rest as "unrecognized arguments"."""
+    overrides, flags = [*extra], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        takes_value = arg in _HYDRA_VALUE_FLAGS or (arg in _HYDRA_INFO[0] and i + 1 < len(args)
+                                                     and args[i + 1] in _HYDRA_INFO[1])
+        if arg.startswith("-"):
+            flags += args[i:i + 2] if takes_value else [arg]
+            i += 2 if takes_value else 1
+        else:
+            overrides.append(arg)
+            i += 1
+    return [*overrides, *flags]
 
 
 def _run_each(multirun: list[str], experiments: list[list[str]]) -> int:

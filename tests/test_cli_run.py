@@ -95,3 +95,14 @@ def test_bad_input_exit_status_of_the_real_process(tmp_path: Path) -> None:
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip() == "fishtune: error: train.lr must be a finite number > 0, got 0"
+
+
+def test_a_config_dir_of_ones_own_works_in_a_sweep(run_cli, tmp_path: Path, capsys) -> None:
+    """`-m --config-dir DIR overrides`: Hydra's flag between `-m` and the overrides (fishtune adds an
+    override of its own to a sweep, which once split the overrides into "unrecognized arguments")."""
+    own = tmp_path / "own" / "task"
+    own.mkdir(parents=True)
+    (own / "mymrpc.yaml").write_text((REPO / "configs" / "task" / "mrpc.yaml").read_text())
+    assert run_cli("-m", "--config-dir", str(tmp_path / "own"), "task=mymrpc", "seed=1,2") == 0
+    assert sorted(r["seed"] for r in records(tmp_path / "runs")) == [1, 2]
+    assert "2 cells: 2 completed" in capsys.readouterr().err
