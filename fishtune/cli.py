@@ -96,11 +96,13 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     import hydra
 
     from .errors import ConfigError
+    from .hydra_args import config_dirs_as_searchpath, split
     from .plan import split_experiments
 
     multirun = [a for a in args if a in ("-m", "--multirun")]
     rest = [a for a in args if a not in multirun]
     try:
+        rest = config_dirs_as_searchpath(rest)
         experiments = split_experiments(rest)
     except ConfigError as err:
         print(f"fishtune: error: {err}", file=sys.stderr)
@@ -113,7 +115,8 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     OUTCOMES.clear()
     elsewhere = _outcome_folder() if multirun else None
     report = [f"++hydra.job.env_set.{OUTCOME_ENV}='{os.getpid()}:{elsewhere}'"] if elsewhere else []
-    sys.argv = ["fishtune run", *multirun, *_overrides_then_flags(rest, report)]
+    # Overrides first, Hydra's flags after (`hydra_args`): argparse takes the overrides as one list.
+    sys.argv = ["fishtune run", *multirun, *report, *[a for part in split(rest) for a in part]]
     app = hydra.main(config_path="pkg://fishtune.configs", config_name="run", version_base="1.3")(_run_job)
     if multirun and not checked and (problem := _bad_cell(rest)):
         print(f"fishtune: error: {problem}", file=sys.stderr)
@@ -128,38 +131,14 @@ def _run(args: list[str], *, checked: bool = False) -> int:
         if exit_.code not in (0, None):
             return int(exit_.code) if isinstance(exit_.code, int) else 1
     except Exception as err:  # Hydra's own error (composing, parsing an override), raised rather than printed
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":   # the user's own: the whole traceback, as Hydra gives it
+            raise
         message, code = _hydra_error(err, rest)
         print(f"fishtune: error: {message}", file=sys.stderr)
         return code
     finally:
         remote = _collect_outcomes(elsewhere)
     return _summarise(OUTCOMES + remote, multirun=bool(multirun), elsewhere=len(remote))
-
-
-# Hydra's flags that take a value (`--config-dir DIR`), and the values `--info` may take (it needs none).
-_HYDRA_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                                "--config-dir", "-cd", "--experimental-rerun"})
-_HYDRA_INFO = ("--info", "-i"), frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})
-
-
-def _overrides_then_flags(args: list[str], extra: list[str]) -> list[str]:
-    """`args` for Hydra's argparse, the `extra` overrides and the user's first, then Hydra's flags with
-    their values: argparse takes the overrides as one positional list, so a flag between them
-    (`seed=1,2 --config-dir DIR task=x`, or fishtune's own override before `--cfg job`) would leave
-    the rest as "unrecognized arguments"."""
-    overrides, flags = [*extra], []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        takes_value = arg in _HYDRA_VALUE_FLAGS or (arg in _HYDRA_INFO[0] and i + 1 < len(args)
-                                                     and args[i + 1] in _HYDRA_INFO[1])
-        if arg.startswith("-"):
-            flags += args[i:i + 2] if takes_value else [arg]
-            i += 2 if takes_value else 1
-        else:
-            overrides.append(arg)
-            i += 1
-    return [*overrides, *flags]
 
 
 def _run_each(multirun: list[str], experiments: list[list[str]]) -> int:
@@ -207,8 +186,9 @@ def _bad_cell(overrides: list[str]) -> str | None:
 def _hydra_raises():
     """Hydra raises, rather than prints, an error of its own while this is on (`HYDRA_FULL_ERROR`): a
     composition error that Hydra would print with its whole traceback (`mask=null`), or a parse error
-    over several lines, then reaches `_hydra_error`, which says it in one line. `_run_job` catches
-    every error of a run itself, so those never get here."""
+    over several lines, then reaches `_hydra_error`, which says it in one line (unless the user set
+    HYDRA_FULL_ERROR=1, who then gets Hydra's traceback). `_run_job` catches every error of a run
+    itself, so those never get here."""
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -221,19 +201,23 @@ def _hydra_raises():
 
 
 def _hydra_error(err: Exception, overrides: list[str]) -> tuple[str, int]:
-    """An error Hydra raised, in one line, and the exit status: Hydra's own message (with
-    the config error that caused it; 1, as Hydra exits), or for a bare ValueError/TypeError from inside
-    Hydra (`mask=null`) what `plan.compose` says of the same overrides, which names the config group
-    and its files (2, a usage error)."""
+    """An error Hydra raised, in one line, and the exit status: Hydra's own message (with the config
+    error that caused it; 1, as Hydra exits), an OmegaConf error's first line and key (1), or for a
+    bare ValueError/TypeError/AttributeError/AssertionError from inside Hydra (`mask=null`) what
+    `plan.compose` says of the same overrides, which names the config group and its files (2, a usage
+    error)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from .errors import FishtuneError, first_line
     from .plan import UncomposableError, compose
 
-    if isinstance(err, (HydraException, OmegaConfBaseException)):
+    if isinstance(err, HydraException):
         cause = f": {first_line(err.__cause__)}" if isinstance(err.__cause__, OmegaConfBaseException) else ""
         return " ".join(str(err).partition("Config search path:")[0].split()) + cause, 1
+    if isinstance(err, OmegaConfBaseException):   # its detail lines (full_key, object_type) as one key
+        key = getattr(err, "full_key", None)
+        return first_line(err) + (f" (at {key})" if key else ""), 1
     if isinstance(err, (ValueError, TypeError, AttributeError, AssertionError)) and not any(
             a.startswith("-") for a in overrides):
         try:

@@ -355,17 +355,21 @@ def load_run_config(path: Path) -> DictConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot be read ({first_line(err)})") from None
     try:
-        cfg = OmegaConf.create(text)
-    except (ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException) as err:
+        loaded = yaml.safe_load(text)
+        loaded = {} if loaded is None else loaded   # an empty file: no sections, as below
+        if not isinstance(loaded, dict):
+            raise ConfigError("not a YAML mapping")
+        cfg = OmegaConf.create(loaded)
+    except (ValueError, TypeError, RecursionError, yaml.YAMLError, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot be read ({first_line(err)})") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError("not a YAML mapping")
     if not all(isinstance(cfg.get(k), DictConfig) for k in ("model", "task", "method")):
         raise ConfigError("it has no model, task and method sections")
     try:
-        int(cfg.seed)  # read now: a missing or bad seed is this error, not a traceback later
-    except (ValueError, TypeError, OmegaConfBaseException) as err:
+        seed = cfg.seed   # read now: a missing or bad seed is this error, not a traceback later
+    except OmegaConfBaseException as err:
         raise ConfigError(f"it has no integer seed ({first_line(err)})") from None
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"it has no integer seed (seed: {seed!r})")
     return cfg
 
 

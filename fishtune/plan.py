@@ -74,7 +74,8 @@ def expand(overrides: list[str]) -> list[list[str]]:
     params = cfg.hydra.sweeper.params or {}
     parsed = _parse([f"{k}={v}" for k, v in params.items()] + overrides, overrides)
     (cells,) = BasicSweeper.split_arguments([o for o in parsed if not o.is_hydra_override()], max_batch_size=None)
-    return cells
+    searchpath = [o for o in own if o.lstrip("+~").startswith("hydra.searchpath")]   # every cell composes with it
+    return [[*searchpath, *cell] for cell in cells]
 
 
 def _parse(lines: list[str], overrides: list[str]) -> list:
@@ -305,6 +306,8 @@ def _summary(cells: list[Cell]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .hydra_args import searchpath_override
+
     parser = argparse.ArgumentParser(
         prog="fishtune plan",
         description="The cells a sweep (`fishtune run -m OVERRIDES`) runs and the status of each one's "
@@ -318,9 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--brief", action="store_true", help="only the count lines, no cells")
     parser.add_argument("--runtime", choices=sorted(RUNTIMES),
                         help="name folders for this device and precision instead of resolving them here")
+    parser.add_argument("--config-dir", "-cd", action="append", default=[], metavar="DIR",
+                        help="a folder of config files of your own, as `fishtune run --config-dir DIR` takes it")
     args = parser.parse_intermixed_args(argv)
     plans = []
     try:
+        if args.config_dir and not any(o.lstrip("+~").startswith("hydra.searchpath") for o in args.overrides):
+            args.overrides.append(searchpath_override(args.config_dir))
         for overrides in split_experiments(args.overrides):
             plans.append((overrides, plan(overrides, runtime=args.runtime)))
     except FishtuneError as err:

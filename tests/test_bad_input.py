@@ -130,6 +130,24 @@ def test_hydra_errors_of_one_run_are_one_line(overrides: list[str], words: list[
     assert "HYDRA_FULL_ERROR" not in os.environ   # set only while Hydra runs
 
 
+def test_hydra_full_error_of_ones_own_still_gives_the_traceback(cli, monkeypatch) -> None:
+    from hydra.errors import MissingConfigException
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(MissingConfigException):
+        cli("run", *TINY, "mask=nosuch")
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"
+
+
+def test_hydra_flags_are_read_as_argparse_reads_them(cli, capsys) -> None:
+    from fishtune.cli import main
+
+    assert main(["run", *TINY, "--cfg", "job", "--pack", "task"]) == 0   # a prefix of --package, with its value
+    assert "name: mrpc" in capsys.readouterr().out
+    code, err = cli("run", *TINY, "-i", "plugin")   # a typo after --info: argparse's own refusal, nothing run
+    assert code == 2 and "invalid choice: 'plugin'" in err
+
+
 @pytest.mark.parametrize("content,words", [
     ("sentence\tlabel\nfine film \t1\nbad row without a tab\n", ["train.tsv", "line 3"]),
     ("text\tlabel\nfine film \t1\n", ["train.tsv", "line 1", "header"]),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, records
+from conftest import REPO, TINY, records
 
 
 def test_run_writes_a_complete_record(run_cli, tmp_path: Path) -> None:
@@ -97,12 +97,22 @@ def test_bad_input_exit_status_of_the_real_process(tmp_path: Path) -> None:
     assert out.stderr.strip() == "fishtune: error: train.lr must be a finite number > 0, got 0"
 
 
-def test_a_config_dir_of_ones_own_works_in_a_sweep(run_cli, tmp_path: Path, capsys) -> None:
-    """`-m --config-dir DIR overrides`: Hydra's flag between `-m` and the overrides (fishtune adds an
-    override of its own to a sweep, which once split the overrides into "unrecognized arguments")."""
-    own = tmp_path / "own" / "task"
+def test_a_config_dir_of_ones_own_works_in_a_sweep_and_a_plan(run_cli, tmp_path: Path, capsys) -> None:
+    """`-m ... --config-dir DIR ...`: Hydra's flag among the overrides (fishtune adds an override of its
+    own to a sweep, which once split them into "unrecognized arguments"); the folder reaches the check
+    of every cell and `fishtune plan` as a `hydra.searchpath` override."""
+    from fishtune.cli import main
+
+    own = tmp_path / "own" / "model"
     own.mkdir(parents=True)
-    (own / "mymrpc.yaml").write_text((REPO / "configs" / "task" / "mrpc.yaml").read_text())
-    assert run_cli("-m", "--config-dir", str(tmp_path / "own"), "task=mymrpc", "seed=1,2") == 0
+    (own / "mytiny.yaml").write_text((REPO / "configs" / "model" / "tiny-bert.yaml").read_text())
+    assert run_cli("-m", "model=mytiny", "--config-dir", str(tmp_path / "own"), "train.lr=1e-3,0") == 2
+    assert "cell #1 (train.lr=0)" in capsys.readouterr().err and not records(tmp_path / "runs")  # checked first
+    assert run_cli("-m", "--config-dir", str(tmp_path / "own"), "model=mytiny", "seed=1,2") == 0
     assert sorted(r["seed"] for r in records(tmp_path / "runs")) == [1, 2]
     assert "2 cells: 2 completed" in capsys.readouterr().err
+    assert main(["plan", *TINY, "-cd", str(tmp_path / "own"), "model=mytiny", "seed=1,2",
+                 f"runs_root={tmp_path / 'runs'}"]) == 0
+    assert "2 cells: 2 complete, 0 to run" in capsys.readouterr().out
+    assert run_cli("-cd", str(tmp_path / "nope"), "model=mytiny") == 2
+    assert "--config-dir" in capsys.readouterr().err

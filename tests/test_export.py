@@ -205,7 +205,12 @@ def test_adapter_export_and_merged_files_get_the_umask_mode(runs, tmp_path: Path
 @pytest.mark.parametrize("text,reason", [("model: [unclosed\n", "cannot be read ("), ("- 1\n", "not a YAML mapping"),
                                          ("seed: 1\n", "no model, task and method sections"),
                                          ("model: {}\ntask: {}\nmethod: {}\nseed: one\n", "no integer seed"),
-                                         ("model: {}\ntask: {}\nmethod: {}\n", "no integer seed")])
+                                         ("model: {}\ntask: {}\nmethod: {}\n", "no integer seed"),
+                                         ("1\n", "not a YAML mapping"), ("true\n", "not a YAML mapping"),
+                                         ("model: {}\ntask: {}\nmethod: {}\nseed: 1.5\n", "no integer seed"),
+                                         ("model: {}\ntask: {}\nmethod: {}\nseed: true\n", "no integer seed"),
+                                         ("model: {}\ntask: {}\nmethod: {}\nseed: '7'\n", "no integer seed"),
+                                         ("a: " + "[" * 5000 + "]" * 5000 + "\n", "cannot be read (")])
 def test_a_run_config_that_cannot_rebuild_the_run_says_why(tmp_path: Path, text: str, reason: str) -> None:
     from fishtune.config import load_run_config
     from fishtune.errors import ConfigError
