@@ -14,6 +14,8 @@ import sys
 import warnings
 from collections import Counter
 
+from .hydra_args import config_dirs_as_searchpath, split   # light, and training code: imported before any run
+
 USAGE = """usage: fishtune <command> [args]
 
 commands:
@@ -96,7 +98,6 @@ def _run(args: list[str], *, checked: bool = False) -> int:
     import hydra
 
     from .errors import ConfigError
-    from .hydra_args import config_dirs_as_searchpath, split
     from .plan import split_experiments
 
     multirun = [a for a in args if a in ("-m", "--multirun")]
