@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .errors import ConfigError, first_line
 from .keys import Key, anything, check_section, choice, flag, integer, number, optional, text
 
+_NEEDS_SECTIONS = "the config needs the sections model, task, method, mask, train and data"
 SEED_MAX = 2**63 - 1   # what a record holds as an integer (`report.schema.COUNT_RANGE`)
 
 # Keys that change how a run is executed or logged, not what it computes: they are left out
@@ -84,7 +85,7 @@ def validate(cfg: DictConfig) -> None:
 
     mask = cfg.get("mask")
     if not isinstance(mask, DictConfig):
-        raise ConfigError("the config needs the sections model, task, method, mask, train and data")
+        raise ConfigError(_NEEDS_SECTIONS)
     keep_match = mask.get("keep_match") if mask.get("name") != "none" else None
     matched = None
     if keep_match is not None:   # first: the mask tag interpolates it, so resolving would fail on it
@@ -99,7 +100,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"cannot resolve the config{f' at {key}' if key else ''}: {first_line(err)}") from None
     check_section(values, {k: anything("a section") for k in TOP_KEYS}, "config")
     _check(all(isinstance(values.get(k), dict) for k in ("model", "task", "method", "mask", "train", "data")),
-           "the config needs the sections model, task, method, mask, train and data")
+           _NEEDS_SECTIONS)
     # Every key of train, task and data is read, and every shipped config sets them all: a deleted one
     # (`~train.epochs`) is refused here, not found missing in a run folder. A model config may lack some.
     for section, keys, required in (("model", MODEL_KEYS, False), ("task", TASK_KEYS, True),

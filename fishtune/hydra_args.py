@@ -75,9 +75,22 @@ def config_dirs_as_searchpath(args: list[str]) -> list[str]:
             continue
         others.append(flags[i])
         i += 1
-    if not dirs or any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides):
+    if not dirs or any(map(is_searchpath, overrides)):
         return args
-    return [*others, *overrides, searchpath_override(dirs)]
+    return [*others, *with_config_dirs(overrides, dirs)]
+
+
+def is_searchpath(override: str) -> bool:
+    """Whether `override` sets Hydra's search path (`hydra.searchpath=[...]`, also with `+`, `++`, `~`)."""
+    return override.lstrip("+~").startswith("hydra.searchpath")
+
+
+def with_config_dirs(overrides: list[str], dirs: list[str]) -> list[str]:
+    """`overrides` with the folders `dirs` as one `hydra.searchpath` override at the end; as they are
+    when there is no folder, or when they set the search path themselves (theirs would replace it)."""
+    if not dirs or any(map(is_searchpath, overrides)):
+        return overrides
+    return [*overrides, searchpath_override(dirs)]
 
 
 def searchpath_override(dirs: list[str]) -> str:

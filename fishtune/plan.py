@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, FishtuneError, first_line
+from .hydra_args import is_searchpath, with_config_dirs
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -74,7 +75,7 @@ def expand(overrides: list[str]) -> list[list[str]]:
     params = cfg.hydra.sweeper.params or {}
     parsed = _parse([f"{k}={v}" for k, v in params.items()] + overrides, overrides)
     (cells,) = BasicSweeper.split_arguments([o for o in parsed if not o.is_hydra_override()], max_batch_size=None)
-    searchpath = [o for o in own if o.lstrip("+~").startswith("hydra.searchpath")]   # every cell composes with it
+    searchpath = [o for o in own if is_searchpath(o)]   # every cell composes with it
     return [[*searchpath, *cell] for cell in cells]
 
 
@@ -306,8 +307,6 @@ def _summary(cells: list[Cell]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .hydra_args import searchpath_override
-
     parser = argparse.ArgumentParser(
         prog="fishtune plan",
         description="The cells a sweep (`fishtune run -m OVERRIDES`) runs and the status of each one's "
@@ -326,9 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     plans = []
     try:
-        if args.config_dir and not any(o.lstrip("+~").startswith("hydra.searchpath") for o in args.overrides):
-            args.overrides.append(searchpath_override(args.config_dir))
-        for overrides in split_experiments(args.overrides):
+        for overrides in split_experiments(with_config_dirs(args.overrides, args.config_dir)):
             plans.append((overrides, plan(overrides, runtime=args.runtime)))
     except FishtuneError as err:
         print(f"fishtune plan: error: {err}", file=sys.stderr)
