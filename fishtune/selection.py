@@ -76,7 +76,10 @@ def matched_budget(base_model: nn.Module, mask_cfg: DictConfig, *, own_dense: in
     matched = method_config(spec)
     if vanilla is not None and vanilla.name == matched.name and is_pair_match(mask_cfg):
         matched = vanilla
-    candidates, dense = count_for(base_model, matched)
+    try:
+        candidates, dense = count_for(base_model, matched)
+    except ConfigError as err:   # the matched config does not fit this model (`check_rank`, ...)
+        raise ConfigError(f"mask.keep_match ({matched.name}): {err}") from None
     return candidates + dense - own_dense
 
 

@@ -172,6 +172,43 @@ def test_bad_method_keys_are_one_config_error(overrides: list[str], message: str
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+TOO_WIDE = [("lora", {"r": D + 1}, f"LoRA rank r={D + 1} is above the rank of an update to"),
+            ("dora", {"r": 10**9}, f"choose r ≤ {D}: a larger r adds parameters but no rank"),
+            ("unipelt", {"r": D + 1}, "attention.self.query"),
+            ("adapter_pfeiffer", {"reduction_factor": D + 0.5}, f"hidden size {D}), which AdapterHub would silently"),
+            ("adapter_parallel", {"reduction_factor": 10**6}, f"choose a reduction_factor ≤ {D}"),
+            ("unipelt", {"reduction_factor": 64}, f"reduction_factor=64 leaves a bottleneck of {D}/64 < 1 unit")]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method,overrides,message", TOO_WIDE, ids=[f"{m}-{o}" for m, o, _ in TOO_WIDE])
+def test_a_rank_or_bottleneck_the_model_cannot_have_is_one_config_error(bases, arch, method, overrides, message):
+    """r above min(out, in) of a targeted weight, or a reduction factor above the hidden size (a
+    bottleneck AdapterHub would widen to 1 unit): refused before any factor is allocated."""
+    with pytest.raises(ConfigError) as err:
+        _setup(bases, arch, method, **overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method,overrides", [("lora", {"r": D}), ("unipelt", {"r": D, "reduction_factor": D}),
+                                              ("adapter_houlsby", {"reduction_factor": D})])
+def test_the_widest_rank_and_the_one_unit_bottleneck_are_allowed(bases, method, overrides) -> None:
+    setup = _setup(bases, "tiny-bert", method, **overrides)
+    shapes = {n: p.shape for n, p in setup.model.named_parameters() if n in setup.candidates}
+    if "r" in overrides:
+        assert any(shape[0] == D and setup.candidates[n] == "lora_A" for n, shape in shapes.items())
+    if "reduction_factor" in overrides:
+        assert any(shape[0] == 1 and setup.candidates[n] == "adapter_down" for n, shape in shapes.items())
+
+
+def test_a_matched_config_too_wide_for_the_model_names_keep_match(bases) -> None:
+    from fishtune.selection import matched_budget
+
+    mask = OmegaConf.create({"name": "fish", "keep_match": {"config": "lora", "r": 4 * D}})
+    with pytest.raises(ConfigError, match=rf"^mask.keep_match \(lora\): LoRA rank r={4 * D} is above"):
+        matched_budget(copy.deepcopy(bases["tiny-bert"]), mask, own_dense=0)
+
+
 def test_bad_method_key_on_the_command_line(run_cli, capsys, tmp_path: Path) -> None:
     assert run_cli("method=prefix", "+method.length=5") == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -31,10 +31,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from . import FactorPair, MethodSetup, head_names
 
 ADAPTER = "fishtune"   # the adapter's name inside the model (and in the saved folder)
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu", "tanh", "leakyrelu")
+
+
+def check_reduction(reduction_factor: float, model: nn.Module) -> None:
+    """AdapterHub's bottleneck has hidden_size // reduction_factor units, silently raised to 1 when
+    that is 0: a factor above the hidden size would train a 1-unit bottleneck under the name of
+    another config, so it is a ConfigError."""
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if isinstance(hidden, int) and reduction_factor > hidden:
+        raise ConfigError(f"reduction_factor={reduction_factor:g} leaves a bottleneck of "
+                          f"{hidden}/{reduction_factor:g} < 1 unit (hidden size {hidden}), which AdapterHub "
+                          f"would silently widen to 1; choose a reduction_factor ≤ {hidden}")
 
 
 def attach(model: nn.Module, config) -> nn.Module:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..keys import choice, number
 from . import Method, MethodSetup, register
-from ._adapterhub import ACTIVATIONS, attach, setup_from
+from ._adapterhub import ACTIVATIONS, attach, check_reduction, setup_from
 
 _NOT_MERGEABLE = ("{name} cannot be merged into the base weights (its bottleneck is non-linear); "
                   "`fishtune export RUN_DIR` without --merge writes the AdapterHub adapter")
@@ -37,6 +37,7 @@ def _config(cfg: DictConfig):
 
 
 def apply_bottleneck(model: nn.Module, cfg: DictConfig) -> MethodSetup:
+    check_reduction(float(cfg.reduction_factor), model)
     return setup_from(attach(model, _config(cfg)))
 
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..keys import integer, names, number
-from . import FactorPair, Method, MethodSetup, extra_head_modules, head_modules, register
+from . import FactorPair, Method, MethodSetup, check_rank, extra_head_modules, head_modules, register
 
 # scale before alpha: alpha follows it (`scale * r`), so a bad method.scale is named as itself
 LORA_KEYS = {"r": integer(1), "scale": number(0), "alpha": number(0), "dropout": number(0, inclusive=True, high=1),
@@ -27,12 +27,14 @@ def apply_lora(model: nn.Module, cfg: DictConfig) -> MethodSetup:
     from peft import LoraConfig, TaskType, get_peft_model
     from peft.tuners.lora import LoraLayer
 
+    targets = list(OmegaConf.to_container(cfg.target_modules))
+    check_rank(int(cfg.r), model, targets)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # puts the classifier head in modules_to_save (trained densely)
         r=int(cfg.r),
         lora_alpha=float(cfg.alpha),
         lora_dropout=float(cfg.dropout),
-        target_modules=list(OmegaConf.to_container(cfg.target_modules)),
+        target_modules=targets,
         use_dora=cfg.name == "dora",
         modules_to_save=extra_head_modules(model) or None,   # SEQ_CLS adds `classifier`/`score` itself
     )

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ..keys import choice, flag, integer, number
-from . import Method, MethodSetup, register
-from ._adapterhub import ACTIVATIONS, attach, setup_from
+from . import Method, MethodSetup, check_rank, register
+from ._adapterhub import ACTIVATIONS, attach, check_reduction, setup_from
 
 UNIPELT_KEYS = {"r": integer(1), "prefix_length": integer(1), "bottleneck_size": integer(1),
                 "reduction_factor": number(0), "non_linearity": choice(*ACTIVATIONS), "dense_gates": flag()}
@@ -29,6 +29,8 @@ UNIPELT_KEYS = {"r": integer(1), "prefix_length": integer(1), "bottleneck_size":
 def apply_unipelt(model: nn.Module, cfg: DictConfig) -> MethodSetup:
     from adapters import LoRAConfig, PrefixTuningConfig, SeqBnConfig, UniPELTConfig
 
+    check_rank(int(cfg.r), model, ["query", "value"])   # AdapterHub's LoRA: self-attention q and v (BERT names)
+    check_reduction(float(cfg.reduction_factor), model)
     config = UniPELTConfig(
         prefix_tuning=PrefixTuningConfig(prefix_length=int(cfg.prefix_length), bottleneck_size=int(cfg.bottleneck_size)),
         adapter=SeqBnConfig(reduction_factor=float(cfg.reduction_factor), non_linearity=str(cfg.non_linearity)),
