@@ -145,16 +145,15 @@ def check_setup(setup: MethodSetup) -> None:
             raise RuntimeError(f"factor pair {pair}: `up` does not start at zero")
 
 
-def check_rank(r: int, model: nn.Module, targets: list[str]) -> None:
+def check_rank(r: int, model: nn.Module, targets: Callable[[str], object]) -> None:
     """A low-rank update B·A (B: out × r, A: r × in) of a weight has rank ≤ min(out, in, r), so an
     r above min(out, in) of a targeted weight adds parameters but no rank, and inflates every
     budget counted from it (`mask.keep_match`): a ConfigError, before any factor is allocated.
-    `targets` are PEFT's names for a list: a module whose name is one or ends with `.name`."""
+    `targets(path)` is true for the modules the library will wrap (its own matching rule)."""
     weights = {path: m.weight.shape for path, m in model.named_modules()
-               if any(path == t or path.endswith(f".{t}") for t in targets)
-               and isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 2}
+               if targets(path) and isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 2}
     if not weights:
-        return   # PEFT names the targets it cannot find
+        return   # the library names the targets it cannot find
     path, shape = min(weights.items(), key=lambda item: min(item[1]))
     if r > min(shape):
         raise ConfigError(f"LoRA rank r={r} is above the rank of an update to {path} ({shape[0]}×{shape[1]}); "

@@ -26,18 +26,18 @@ LORA_KEYS = {"r": integer(1), "scale": number(0), "alpha": number(0), "dropout":
 def apply_lora(model: nn.Module, cfg: DictConfig) -> MethodSetup:
     from peft import LoraConfig, TaskType, get_peft_model
     from peft.tuners.lora import LoraLayer
+    from peft.tuners.tuners_utils import check_target_module_exists
 
-    targets = list(OmegaConf.to_container(cfg.target_modules))
-    check_rank(int(cfg.r), model, targets)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # puts the classifier head in modules_to_save (trained densely)
         r=int(cfg.r),
         lora_alpha=float(cfg.alpha),
         lora_dropout=float(cfg.dropout),
-        target_modules=targets,
+        target_modules=list(OmegaConf.to_container(cfg.target_modules)),
         use_dora=cfg.name == "dora",
         modules_to_save=extra_head_modules(model) or None,   # SEQ_CLS adds `classifier`/`score` itself
     )
+    check_rank(config.r, model, lambda path: check_target_module_exists(config, path))   # PEFT's own matching
     attrs = head_modules(model)
     peft_model = get_peft_model(model, config)
     adapter = peft_model.active_adapter

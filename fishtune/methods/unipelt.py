@@ -29,7 +29,7 @@ UNIPELT_KEYS = {"r": integer(1), "prefix_length": integer(1), "bottleneck_size":
 def apply_unipelt(model: nn.Module, cfg: DictConfig) -> MethodSetup:
     from adapters import LoRAConfig, PrefixTuningConfig, SeqBnConfig, UniPELTConfig
 
-    check_rank(int(cfg.r), model, ["query", "value"])   # AdapterHub's LoRA: self-attention q and v (BERT names)
+    check_rank(int(cfg.r), model, lambda path: path.endswith((".query", ".value")))   # AdapterHub's LoRA: self-attention q, v (BERT names)
     check_reduction(float(cfg.reduction_factor), model)
     config = UniPELTConfig(
         prefix_tuning=PrefixTuningConfig(prefix_length=int(cfg.prefix_length), bottleneck_size=int(cfg.bottleneck_size)),
